@@ -52,7 +52,8 @@ def alert_id(
     block_hash: str,
 ) -> str:
     """A stable idempotency key for one transition (32 hex digits)."""
-    key = f"{SCHEMA}|{chain_id}|{pool.lower()}|{layer}|{event}|{since}|{time}|{block}|{block_hash.lower()}"
+    parts = (SCHEMA, chain_id, pool.lower(), layer, event, since, time, block, block_hash.lower())
+    key = "|".join(str(p) for p in parts)
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 

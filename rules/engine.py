@@ -4,7 +4,7 @@ Rules this module keeps (everything that affects the state machine lives here):
 
 1. Time is an argument (block or data time, unix seconds). Nothing reads a clock.
 2. States move only along :data:`TRANSITIONS`; a (state, signal) pair missing from
-   the table is a bug and raises :class:`IllegalTransition` before any state changes.
+   the table is a bug and raises :class:`IllegalTransitionError` before any state changes.
 3. ``inactive -> pending`` when ``when`` becomes true (and the layer is not cooling
    down); ``pending -> firing`` once ``when`` has held for ``for`` (``for = 0``:
    ``inactive -> firing`` at once); ``pending -> inactive`` as soon as ``when`` is
@@ -88,7 +88,7 @@ for (_s, _g), (_n, _e) in TRANSITIONS.items():
     _NEXT[_s, _g] = _n
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransitionError(RuntimeError):
     """A (state, signal) pair outside :data:`TRANSITIONS`: a bug, never user input."""
 
 
@@ -212,7 +212,7 @@ class LayerEngine:
         nxt = _NEXT[states, signals]
         if (nxt == _ILLEGAL).any():
             li, ci = np.argwhere(nxt == _ILLEGAL)[0]
-            raise IllegalTransition(
+            raise IllegalTransitionError(
                 f"layer {self.layers[li].name}, row {rows[ci]}: no transition for "
                 f"{State(int(states[li, ci])).name} on {Signal(int(signals[li, ci])).name}"
             )
@@ -445,7 +445,8 @@ class LayerEngine:
                 saved = np.asarray(state[attr])
                 if saved.shape[1] != self.n_pools:
                     raise ValueError(
-                        f"saved engine state has {saved.shape[1]} pools, the engine has {self.n_pools}"
+                        f"saved engine state has {saved.shape[1]} pools, "
+                        f"the engine has {self.n_pools}"
                     )
                 target = getattr(self, attr)
                 if rows is None:

@@ -64,7 +64,9 @@ class PoolId:
         if not self.chain:
             raise ValidationError("PoolId.chain must not be empty")
         if not (self.address.startswith("0x") and len(self.address) == 42):
-            raise ValidationError(f"PoolId.address must be a 0x-prefixed 20-byte hex address, got {self.address!r}")
+            raise ValidationError(
+                f"PoolId.address must be a 0x-prefixed 20-byte hex address, got {self.address!r}"
+            )
 
     def __str__(self) -> str:
         return f"{self.chain}/{self.address}"
@@ -95,14 +97,17 @@ class PoolSample:
         if self.time < 0:
             raise ValidationError(f"PoolSample.time must be >= 0, got {self.time}")
         if not (self.price > 0 and math.isfinite(self.price)):
-            raise ValidationError(f"PoolSample.price must be a positive finite number, got {self.price!r}")
+            raise ValidationError(
+                f"PoolSample.price must be a positive finite number, got {self.price!r}"
+            )
         _finite_or_nan("PoolSample.tvl", self.tvl)
         _finite_or_nan("PoolSample.tick_tvl", self.tick_tvl)
         if not (self.volume >= 0 and math.isfinite(self.volume)):
             raise ValidationError(f"PoolSample.volume must be >= 0 and finite, got {self.volume!r}")
         if self.swaps < 0 or self.mev_swaps < 0 or self.mev_swaps > self.swaps:
             raise ValidationError(
-                f"PoolSample swap counts must satisfy 0 <= mev_swaps <= swaps, got {self.mev_swaps}/{self.swaps}"
+                "PoolSample swap counts must satisfy 0 <= mev_swaps <= swaps, "
+                f"got {self.mev_swaps}/{self.swaps}"
             )
 
 

@@ -52,7 +52,7 @@ if [ "$(cat .venv/.alvh-stamp 2>/dev/null)" != "$py_stamp" ]; then
     # multicall is only read for Multicall3's canonical runtime bytecode; its own
     # dependencies would downgrade web3, so it is installed without them.
     pipi --no-deps multicall==0.15.2
-    pipi --no-deps -e .
+    pipi --no-deps -e . --config-settings editable_mode=compat
     rm -f "$pip_log"
     echo "$py_stamp" > .venv/.alvh-stamp
 fi

@@ -15,12 +15,14 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.plugins.chain", "tests.plugins.broker"]
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ``../shared/data``; skips (with the folder named) when it is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real-data fixture folder {SHARED_DATA} is absent (it sits beside the clone in CI)")
+        pytest.skip(
+            f"real-data fixture folder {SHARED_DATA} is absent (it sits beside the clone in CI)"
+        )
     return SHARED_DATA

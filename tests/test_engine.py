@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.engine import TRANSITIONS, IllegalTransition, LayerEngine, LayerSpec, Signal, State
+from rules.engine import TRANSITIONS, IllegalTransitionError, LayerEngine, LayerSpec, Signal, State
 from rules.expr import parse
 from rules.types import FEATURE_NAMES
 
@@ -219,7 +219,7 @@ def test_transition_table_is_closed_and_illegal_pairs_raise() -> None:
         return np.array([Signal.RESOLVE], dtype=np.int8)
 
     eng._signals = bad  # type: ignore[method-assign]
-    with pytest.raises(IllegalTransition):
+    with pytest.raises(IllegalTransitionError):
         eng.evaluate(T0, np.array([0], dtype=np.int64), {"move_sigma": np.array([0.0])})
     assert eng.state[0, 0] == State.PENDING  # unchanged
 

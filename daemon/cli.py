@@ -1,0 +1,89 @@
+"""The ``alvh`` command line (DESIGN.md): ``run``, ``check-config``, ``backtest``, ``demo``.
+
+Exit codes: 0 ok, 2 bad input (config, data file, arguments), 1 anything else.
+User mistakes are one clear line each on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from daemon import __version__
+from daemon.errors import UserError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse exits with 2 on usage errors already; keep its one-line form.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"alvh: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="alvh",
+        description="Adaptive Layered Volatility Hedge monitor for AMM liquidity providers",
+    )
+    p.add_argument("--version", action="version", version=f"alvh {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", required=True, type=Path, help="TOML config file")
+
+    check = sub.add_parser("check-config", help="validate a config file and its rules")
+    check.add_argument("file", type=Path)
+
+    demo = sub.add_parser(
+        "demo", help="local end-to-end demo: anvil + Uniswap V3 + mosquitto + alvh"
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        help="seconds between replayed swaps (default: as fast as possible)",
+    )
+    demo.add_argument(
+        "--hours", type=int, default=0, help="limit the replay to this many hours of data (0: all)"
+    )
+    demo.add_argument(
+        "--keep-running", action="store_true", help="keep everything running after the replay"
+    )
+    demo.add_argument(
+        "--http", default=None, help="serve the dashboard on host:port (default: a free port)"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            from daemon.commands import check_config  # noqa: PLC0415 - lazy: keep check-config fast
+
+            return check_config(args.file)
+        if args.command == "run":
+            from daemon.service import run_daemon  # noqa: PLC0415 - lazy: keep check-config fast
+
+            return run_daemon(args.config)
+        if args.command == "demo":
+            from daemon.demo import run_demo  # noqa: PLC0415 - lazy: keep check-config fast
+
+            return run_demo(args)
+    except UserError as exc:
+        for line in exc.lines:
+            print(f"alvh: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,509 @@
+"""The one pipeline shared by the live daemon and the backtest.
+
+samples -> bars + features (:mod:`rules.features`) -> layer engine
+(:mod:`rules.engine`) -> hedge advice (:mod:`rules.hedge`) -> :class:`Alert`.
+
+Guarantees:
+- pure and deterministic: the same steps in the same order give the same alerts
+  with the same ids, whichever adapter produced them;
+- every step evaluates the layers on the pools it was given, at that step's data
+  time, with the forming bar taken as if it closed now (DESIGN.md);
+- :meth:`Pipeline.rollback` undoes a chain's steps after a block (a reorg): state
+  is restored for that chain's pools and a ``retracted`` alert is produced for
+  every notified ``firing`` whose block was discarded;
+- :meth:`Pipeline.get_state` / :meth:`Pipeline.set_state` round-trip bit-exactly
+  (warm restarts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from rules.alert import ALERT_VALUE_NAMES, Alert, LayerStatus, alert_id
+from rules.calendar import CalendarWindow, threshold_scale
+from rules.engine import LayerEngine, LayerSpec, State, Transition
+from rules.features import FeatureEngine, FeatureParams, FeatureSnapshot
+from rules.hedge import Position, recommend
+from rules.types import PoolId, PoolSample
+
+_STATE_NAMES: dict[State, Any] = {
+    State.INACTIVE: "inactive",
+    State.PENDING: "pending",
+    State.FIRING: "firing",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolInfo:
+    """A pool as the pipeline knows it: identity, display name, fee tier, optional LP position."""
+
+    pool: PoolId
+    chain_id: int
+    name: str
+    fee: float = math.nan
+    position: Position | None = None
+
+    def __post_init__(self) -> None:
+        if self.chain_id <= 0:
+            raise ValueError(f"PoolInfo.chain_id must be positive, got {self.chain_id}")
+        if not (math.isnan(self.fee) or 0 <= self.fee < 1):
+            raise ValueError(f"PoolInfo.fee must be a fraction in [0, 1), got {self.fee}")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """What the config says about bars, features, layers and calendar windows."""
+
+    features: FeatureParams
+    layers: tuple[LayerSpec, ...]
+    calendar: tuple[CalendarWindow, ...] = ()
+    reorg_depth: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ValueError("PipelineSpec needs at least one layer")
+        if self.reorg_depth < 1:
+            raise ValueError(f"reorg_depth must be >= 1, got {self.reorg_depth}")
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one step produced. ``alerts`` are to be published; ``suppressed`` were
+    inhibited (kept for the record); ``layers`` are layer-state changes for the
+    retained layer topics."""
+
+    time: int
+    snapshot: FeatureSnapshot
+    threshold_scale: float
+    alerts: list[Alert] = field(default_factory=list)
+    suppressed: list[Alert] = field(default_factory=list)
+    layers: list[LayerStatus] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+
+_Columns = tuple[
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.float64],
+    NDArray[np.int64],
+    NDArray[np.int64],
+]
+
+
+@dataclass(slots=True)
+class _StepInput:
+    time: int
+    block: int
+    block_hash: str
+    rows: NDArray[np.int64]
+    columns: _Columns
+
+
+@dataclass(slots=True)
+class _ChainJournal:
+    """Enough history to undo a chain's recent steps: periodic snapshots of that
+    chain's rows plus the step inputs since the oldest one."""
+
+    rows: NDArray[np.int64]
+    snapshots: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
+    steps: deque[_StepInput] = field(default_factory=deque)
+    fired: deque[Alert] = field(default_factory=deque)
+    last_block: int = -1
+
+
+class Pipeline:
+    """Features, layers and hedge advice for a fixed table of pools (rows)."""
+
+    def __init__(self, spec: PipelineSpec, pools: Sequence[PoolInfo]) -> None:
+        if not pools:
+            raise ValueError("Pipeline needs at least one pool")
+        self.spec = spec
+        self.pools: tuple[PoolInfo, ...] = tuple(pools)
+        self.row_of: dict[PoolId, int] = {info.pool: i for i, info in enumerate(self.pools)}
+        if len(self.row_of) != len(self.pools):
+            raise ValueError("Pipeline pools must be unique")
+        fees = np.array([info.fee for info in self.pools], dtype=np.float64)
+        self.features = FeatureEngine(spec.features, fees)
+        self.engine = LayerEngine(spec.layers, len(self.pools))
+        self._value_names: list[tuple[str, ...]] = []
+        for layer in self.engine.layers:
+            extra = tuple(sorted(n for n in layer.names if n not in ALERT_VALUE_NAMES))
+            self._value_names.append(ALERT_VALUE_NAMES + extra)
+        self._entry_price: dict[int, float] = {}
+        self._journals: dict[str, _ChainJournal] = {}
+        for chain in sorted({info.pool.chain for info in self.pools}):
+            rows = np.array(
+                [i for i, info in enumerate(self.pools) if info.pool.chain == chain], dtype=np.int64
+            )
+            self._journals[chain] = _ChainJournal(rows=rows)
+
+    def set_fee(self, row: int, fee: float) -> None:
+        """Fee tier read on chain (the config may leave it unset)."""
+        if not 0 <= fee < 1:
+            raise ValueError(f"fee must be a fraction in [0, 1), got {fee}")
+        self.pools = (*self.pools[:row], replace(self.pools[row], fee=fee), *self.pools[row + 1 :])
+        self.features.fees[row] = fee
+
+    def set_name(self, row: int, name: str) -> None:
+        """Display name read on chain (token symbols), when the config gives none."""
+        self.pools = (
+            *self.pools[:row],
+            replace(self.pools[row], name=name),
+            *self.pools[row + 1 :],
+        )
+
+    # -- stepping --------------------------------------------------------------
+
+    def step(
+        self,
+        time: int,
+        rows: NDArray[np.int64],
+        price: NDArray[np.float64],
+        tvl: NDArray[np.float64],
+        tick_tvl: NDArray[np.float64],
+        volume: NDArray[np.float64],
+        swaps: NDArray[np.int64],
+        mev_swaps: NDArray[np.int64],
+        *,
+        block: int = 0,
+        block_hash: str = "",
+        chain: str | None = None,
+    ) -> StepResult:
+        """Feed one sample per pool in ``rows`` at ``time`` and evaluate the layers.
+
+        ``chain`` enables reorg rollback for that chain's pools (live mode); the
+        backtest leaves it ``None``.
+        """
+        # Copies: the journal keeps them for a reorg replay, whatever the caller does next.
+        columns: _Columns = (
+            np.array(price, dtype=np.float64),
+            np.array(tvl, dtype=np.float64),
+            np.array(tick_tvl, dtype=np.float64),
+            np.array(volume, dtype=np.float64),
+            np.array(swaps, dtype=np.int64),
+            np.array(mev_swaps, dtype=np.int64),
+        )
+        journal = self._journals.get(chain) if chain is not None else None
+        if journal is not None:
+            self._journal_before(journal, time, block, block_hash, rows, columns)
+        result = self._step(time, rows, columns, block, block_hash, replay=False)
+        if journal is not None:
+            journal.last_block = block
+            journal.fired.extend(a for a in result.alerts if a.event == "firing")
+            self._trim(journal)
+        return result
+
+    def step_samples(self, samples: Sequence[PoolSample]) -> list[StepResult]:
+        """Convenience for tests and small callers: group samples by (time, block) and step."""
+        out: list[StepResult] = []
+        groups: dict[tuple[int, int, str, str], list[PoolSample]] = {}
+        for s in samples:
+            groups.setdefault((s.time, s.block, s.block_hash, s.pool.chain), []).append(s)
+        for (time, block, block_hash, chain), group in sorted(
+            groups.items(), key=lambda kv: kv[0][:2]
+        ):
+            rows = np.array([self.row_of[s.pool] for s in group], dtype=np.int64)
+            out.append(
+                self.step(
+                    time,
+                    rows,
+                    np.array([s.price for s in group]),
+                    np.array([s.tvl for s in group]),
+                    np.array([s.tick_tvl for s in group]),
+                    np.array([s.volume for s in group]),
+                    np.array([s.swaps for s in group], dtype=np.int64),
+                    np.array([s.mev_swaps for s in group], dtype=np.int64),
+                    block=block,
+                    block_hash=block_hash,
+                    chain=chain,
+                )
+            )
+        return out
+
+    def _step(
+        self,
+        time: int,
+        rows: NDArray[np.int64],
+        columns: _Columns,
+        block: int,
+        block_hash: str,
+        *,
+        replay: bool,
+    ) -> StepResult:
+        snapshot = self.features.update(time, rows, *columns)
+        scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
+        values: dict[str, NDArray[np.float64]] = dict(snapshot.values)
+        values["threshold_scale"] = np.full(rows.size, scale)
+        for i, row in enumerate(rows.tolist()):
+            if row not in self._entry_price:
+                self._entry_price[row] = float(columns[0][i])
+        transitions = self.engine.evaluate(time, rows, values, block=block, block_hash=block_hash)
+        result = StepResult(
+            time=time, snapshot=snapshot, threshold_scale=scale, transitions=transitions
+        )
+        if replay:
+            return result
+        col_of = {int(r): i for i, r in enumerate(rows.tolist())} if transitions else {}
+        for tr in transitions:
+            ci = col_of[tr.row]
+            result.layers.append(self._status(tr, values, ci))
+            if tr.event is None:
+                continue
+            alert = self._alert(tr, values, ci, scale)
+            if tr.notify:
+                result.alerts.append(alert)
+            else:
+                result.suppressed.append(alert)
+        return result
+
+    def _row_values(
+        self, li: int, values: Mapping[str, NDArray[np.float64]], ci: int
+    ) -> dict[str, float]:
+        return {name: float(values[name][ci]) for name in self._value_names[li]}
+
+    def _status(
+        self, tr: Transition, values: Mapping[str, NDArray[np.float64]], ci: int
+    ) -> LayerStatus:
+        info = self.pools[tr.row]
+        spec = self.engine.layers[tr.layer]
+        return LayerStatus(
+            chain=info.pool.chain,
+            pool=info.pool.address,
+            layer=spec.name,
+            level=spec.level,
+            state=_STATE_NAMES[tr.state],
+            since=tr.since if tr.state != State.INACTIVE else None,
+            time=tr.time,
+            values=self._row_values(tr.layer, values, ci),
+            reason=tr.reason,
+            inhibited_by=tr.inhibited_by,
+        )
+
+    def _alert(
+        self, tr: Transition, values: Mapping[str, NDArray[np.float64]], ci: int, scale: float
+    ) -> Alert:
+        assert tr.event is not None
+        info = self.pools[tr.row]
+        spec = self.engine.layers[tr.layer]
+        row_values = self._row_values(tr.layer, values, ci)
+        hedge: dict[str, Any] | None = None
+        if tr.event == "firing" and spec.hedge is not None:
+            hedge = self._hedge(tr, info, values, ci)
+        return Alert(
+            id=alert_id(
+                chain_id=info.chain_id,
+                pool=info.pool.address,
+                layer=spec.name,
+                event=tr.event if not tr.repeat else "repeat",
+                since=tr.since,
+                time=tr.time,
+                block=tr.block,
+                block_hash=tr.block_hash,
+            ),
+            event=tr.event,
+            chain=info.pool.chain,
+            chain_id=info.chain_id,
+            pool=info.pool.address,
+            pool_name=info.name,
+            layer=spec.name,
+            level=spec.level,
+            block=tr.block,
+            block_hash=tr.block_hash,
+            time=tr.time,
+            since=tr.since,
+            reason=tr.reason,
+            values=row_values,
+            hedge=hedge,
+            repeat=tr.repeat,
+            threshold_scale=scale,
+            suppressed_by=tr.inhibited_by,
+        )
+
+    def _hedge(
+        self, tr: Transition, info: PoolInfo, values: Mapping[str, NDArray[np.float64]], ci: int
+    ) -> dict[str, Any]:
+        spec = self.engine.layers[tr.layer].hedge
+        assert spec is not None
+        price = float(values["price"][ci])
+        position = info.position
+        if position is not None and math.isnan(position.entry_price):
+            position = position.with_entry_price(self._entry_price.get(tr.row, price))
+        advice = recommend(
+            spec,
+            now=tr.time,
+            price=price,
+            realized_vol=float(values["realized_vol"][ci]),
+            iv=float(values["iv"][ci]),
+            position=position,
+            fee=info.fee if not math.isnan(info.fee) else 0.0,
+            volume_24h=float(values["volume_24h"][ci]),
+            tvl=float(values["tvl"][ci]),
+        )
+        return advice.to_payload()
+
+    # -- reorgs ------------------------------------------------------------------
+
+    def _journal_before(
+        self,
+        journal: _ChainJournal,
+        time: int,
+        block: int,
+        block_hash: str,
+        rows: NDArray[np.int64],
+        columns: _Columns,
+    ) -> None:
+        # Invariant: `steps` holds every step after the oldest snapshot's block. A new
+        # snapshot (of the state after the last processed block) is taken at each bar
+        # boundary, so a rollback replays at most one bar of steps.
+        if not journal.snapshots or (
+            journal.steps and self._bar_boundary(journal.steps[-1].time, time)
+        ):
+            journal.snapshots.append((journal.last_block, self._whole_state()))
+        journal.steps.append(_StepInput(time, block, block_hash, rows.copy(), columns))
+
+    def _bar_boundary(self, t0: int, t1: int) -> bool:
+        interval = self.spec.features.bar_interval
+        return t0 // interval != t1 // interval
+
+    def _trim(self, journal: _ChainJournal) -> None:
+        horizon = journal.last_block - self.spec.reorg_depth
+        # Keep the newest snapshot at or below the horizon, drop older ones and their steps.
+        while len(journal.snapshots) >= 2 and journal.snapshots[1][0] <= horizon:
+            journal.snapshots.popleft()
+            first = journal.snapshots[0][0]
+            while journal.steps and journal.steps[0].block <= first:
+                journal.steps.popleft()
+        while journal.fired and journal.fired[0].block <= horizon:
+            journal.fired.popleft()
+
+    def _whole_state(self) -> dict[str, Any]:
+        # Whole-engine copies are simple and exact; rows are selected on restore.
+        return {"features": self.features.get_state(), "engine": self.engine.get_state()}
+
+    def rollback(self, chain: str, ancestor: int) -> tuple[list[Alert], list[LayerStatus]]:
+        """Undo every step of ``chain`` after block ``ancestor`` (the common ancestor of a reorg).
+
+        Returns ``retracted`` alerts for notified firings in discarded blocks, and the
+        restored status of every layer of the chain's pools.
+        Raises ``ValueError`` when the reorg is deeper than the journal.
+        """
+        journal = self._journals[chain]
+        usable = [i for i, (b, _) in enumerate(journal.snapshots) if b <= ancestor]
+        if not usable:
+            raise ValueError(
+                f"reorg on {chain} below block {ancestor} is deeper than the kept history "
+                f"(reorg_depth={self.spec.reorg_depth})"
+            )
+        idx = usable[-1]
+        snap_block, state = journal.snapshots[idx]
+        rows = journal.rows
+        self.features.set_state(state["features"], rows)
+        self.engine.set_state(state["engine"], rows)
+        while len(journal.snapshots) > idx + 1:
+            journal.snapshots.pop()
+        kept = [s for s in journal.steps if s.block <= ancestor]
+        journal.steps = deque(kept)
+        for s in kept:
+            if s.block > snap_block:
+                self._step(s.time, s.rows, s.columns, s.block, s.block_hash, replay=True)
+        journal.last_block = ancestor
+        retracted: list[Alert] = []
+        keep: deque[Alert] = deque()
+        for alert in journal.fired:
+            if alert.block > ancestor:
+                retracted.append(self._retraction(alert))
+            else:
+                keep.append(alert)
+        journal.fired = keep
+        return retracted, self.layer_statuses(rows)
+
+    def _retraction(self, fired: Alert) -> Alert:
+        return Alert(
+            id=alert_id(
+                chain_id=fired.chain_id,
+                pool=fired.pool,
+                layer=fired.layer,
+                event="retracted",
+                since=fired.since,
+                time=fired.time,
+                block=fired.block,
+                block_hash=fired.id,
+            ),
+            event="retracted",
+            chain=fired.chain,
+            chain_id=fired.chain_id,
+            pool=fired.pool,
+            pool_name=fired.pool_name,
+            layer=fired.layer,
+            level=fired.level,
+            block=fired.block,
+            block_hash=fired.block_hash,
+            time=fired.time,
+            since=fired.since,
+            reason=f"block {fired.block} ({fired.block_hash}) was removed by a chain "
+            "reorganisation",
+            values=fired.values,
+            retracts=fired.id,
+            threshold_scale=fired.threshold_scale,
+        )
+
+    def layer_statuses(self, rows: NDArray[np.int64] | None = None) -> list[LayerStatus]:
+        """Current state of every layer on the given pools (all pools by default)."""
+        out: list[LayerStatus] = []
+        sel = range(len(self.pools)) if rows is None else rows.tolist()
+        for row in sel:
+            info = self.pools[row]
+            for li, spec in enumerate(self.engine.layers):
+                state, since = self.engine.status(li, row)
+                out.append(
+                    LayerStatus(
+                        chain=info.pool.chain,
+                        pool=info.pool.address,
+                        layer=spec.name,
+                        level=spec.level,
+                        state=_STATE_NAMES[state],
+                        since=since if state != State.INACTIVE else None,
+                        time=since if state != State.INACTIVE else 0,
+                        values={},
+                    )
+                )
+        return out
+
+    # -- warm restarts -------------------------------------------------------------
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this pipeline is (picklable)."""
+        return {
+            "pools": [str(info.pool) for info in self.pools],
+            "features": self.features.get_state(),
+            "engine": self.engine.get_state(),
+            "entry_price": dict(self._entry_price),
+            "last_block": {c: j.last_block for c, j in self._journals.items()},
+            "fired": {c: list(j.fired) for c, j in self._journals.items()},
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`get_state`. Pools are matched by identity; pools that are new
+        in this config start fresh."""
+        saved_pools: list[str] = list(state["pools"])
+        if saved_pools == [str(info.pool) for info in self.pools]:
+            self.features.set_state(state["features"])
+            self.engine.set_state(state["engine"])
+            self._entry_price = {int(k): float(v) for k, v in state["entry_price"].items()}
+            for chain, journal in self._journals.items():
+                journal.last_block = int(state["last_block"].get(chain, -1))
+                journal.fired = deque(state["fired"].get(chain, []))
+                journal.snapshots.clear()
+                journal.steps.clear()
+            return
+        raise ValueError(
+            "the saved state was made for a different pool table; it cannot be restored row by row"
+        )

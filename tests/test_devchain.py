@@ -1,0 +1,687 @@
+"""Tests of the dev chain harness (adapters.devchain).
+
+The pure parts (price arithmetic, bytecode patching, handles) run without a node;
+everything else runs against a real anvil with the real compiled contracts and is
+marked ``integration``. Chain tests share one deployed demo market per module and
+revert to a snapshot after each test (the ``devchain`` fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.devchain import (
+    ANVIL_ENV,
+    MULTICALL3_ADDRESS,
+    Anvil,
+    AnvilNotFoundError,
+    AnvilStartError,
+    ArtifactError,
+    DevChain,
+    RpcError,
+    Token,
+    TxFailedError,
+    V2Pair,
+    V3Pool,
+    find_anvil,
+    patch_decimals,
+)
+from adapters.devchain.artifacts import (
+    find_decimals_push,
+    load_artifact,
+    multicall3_runtime,
+)
+from adapters.devchain.uniswap_math import (
+    full_range_ticks,
+    price_from_sqrt_price_x96,
+    range_ticks,
+    sqrt_price_x96_from_price,
+    tick_from_price,
+    v2_amount_in_for_price,
+    v2_amount_out,
+)
+from tests.plugins.chain import BLOCK_INTERVAL, GENESIS_TIMESTAMP, DemoChain
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OZ_ERC20 = REPO_ROOT / (
+    "node_modules/@openzeppelin/contracts/build/contracts/ERC20PresetFixedSupply.json"
+)
+integration = pytest.mark.integration
+
+
+def _process_gone(pid: int) -> bool:
+    """True once ``pid`` no longer exists or is a zombie awaiting its (foreign) parent."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _wait_gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if _process_gone(pid):
+            return True
+        time.sleep(0.05)
+    return _process_gone(pid)
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / abs(b)
+
+
+# --- pure arithmetic ---------------------------------------------------------------
+
+prices = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False)
+decimals = st.sampled_from([0, 6, 8, 18])
+
+
+@given(price=prices, base_is_token0=st.booleans(), d0=decimals, d1=decimals)
+def test_sqrt_price_round_trip(price: float, base_is_token0: bool, d0: int, d1: int) -> None:
+    sqrt_price_x96 = sqrt_price_x96_from_price(
+        price, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1
+    )
+    back = price_from_sqrt_price_x96(
+        sqrt_price_x96, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1
+    )
+    assert _rel(back, price) < 1e-12
+
+
+def test_sqrt_price_is_the_floor_of_the_exact_root() -> None:
+    # 3000 USDC(6) per WETH(18), WETH token0: raw price 3000e-12.
+    got = sqrt_price_x96_from_price(3000.0, base_is_token0=True, decimals0=18, decimals1=6)
+    exact = Fraction(3000) * Fraction(1, 10**12) * (1 << 192)
+    assert got**2 <= exact < (got + 1) ** 2
+
+
+@pytest.mark.parametrize(
+    ("price", "base_is_token0", "d0", "d1", "tick"),
+    [
+        (1.0, True, 18, 18, 0),
+        (1.0001, True, 18, 18, 1),  # exactly on a tick boundary: either side is fine
+        (0.5, True, 18, 18, -6932),
+        (3000.0, True, 18, 6, -196257),  # WETH token0, USDC token1
+        (3000.0, False, 6, 18, 196256),  # USDC token0, WETH token1: inverted price
+    ],
+)
+def test_tick_from_price_table(
+    price: float, base_is_token0: bool, d0: int, d1: int, tick: int
+) -> None:
+    got = tick_from_price(price, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1)
+    assert abs(got - tick) <= 1
+
+
+@pytest.mark.parametrize("base_is_token0", [True, False])
+@pytest.mark.parametrize("spacing", [1, 10, 60, 200])
+def test_range_ticks_cover_the_range_and_align(base_is_token0: bool, spacing: int) -> None:
+    d0, d1 = (18, 6) if base_is_token0 else (6, 18)
+    lower, upper = range_ticks(
+        2700.0, 3300.0, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1,
+        tick_spacing=spacing,
+    )  # fmt: skip
+    assert lower < upper
+    assert lower % spacing == 0
+    assert upper % spacing == 0
+    inner = sorted(
+        tick_from_price(p, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1)
+        for p in (2700.0, 3300.0)
+    )
+    assert lower <= inner[0]
+    assert upper >= inner[1]
+
+
+def test_full_range_ticks_are_inside_the_tick_bounds() -> None:
+    assert full_range_ticks(10) == (-887270, 887270)
+    assert full_range_ticks(60) == (-887220, 887220)
+    assert full_range_ticks(200) == (-887200, 887200)
+
+
+@settings(max_examples=200)
+@given(
+    reserve_in=st.integers(min_value=10**9, max_value=10**30),
+    reserve_out=st.integers(min_value=10**9, max_value=10**30),
+    drop=st.floats(min_value=1e-6, max_value=0.9),
+)
+def test_v2_amount_in_lands_on_the_target(reserve_in: int, reserve_out: int, drop: float) -> None:
+    target = Fraction(reserve_out, reserve_in) * (1 - Fraction(drop))
+    amount = v2_amount_in_for_price(reserve_in, reserve_out, target)
+    out = v2_amount_out(amount, reserve_in, reserve_out)
+    ratio = Fraction(reserve_out - out, reserve_in + amount)
+    # Integer amounts: one unit of either reserve is the resolution of the landing.
+    assert abs(ratio / target - 1) <= Fraction(4, reserve_in) + Fraction(4, reserve_out)
+
+
+def test_v2_amount_out_matches_the_pair_formula() -> None:
+    # 1 in, reserves 1000/1000: 997*1000 / (1000*1000 + 997) floored.
+    assert v2_amount_out(1_000, 1_000_000, 1_000_000) == 996
+    with pytest.raises(ValueError, match="positive"):
+        v2_amount_out(0, 1, 1)
+
+
+# --- artifacts -------------------------------------------------------------------
+
+
+def _oz_runtime() -> bytes:
+    return bytes.fromhex(json.loads(OZ_ERC20.read_text())["deployedBytecode"][2:])
+
+
+@pytest.mark.parametrize("decimals", [0, 6, 8, 255])
+def test_patch_decimals_changes_exactly_one_byte(decimals: int) -> None:
+    runtime = _oz_runtime()
+    site = find_decimals_push(runtime)
+    assert runtime[site : site + 2] == bytes([0x60, 0x12])  # PUSH1 18
+    patched = patch_decimals(runtime, decimals)
+    diff = [i for i, (a, b) in enumerate(zip(runtime, patched, strict=True)) if a != b]
+    assert diff == ([site + 1] if decimals != 18 else [])
+    assert patched[site + 1] == decimals
+
+
+def test_patch_decimals_refuses_code_without_a_decimals_entry() -> None:
+    with pytest.raises(ArtifactError, match="dispatcher entry"):
+        patch_decimals(bytes.fromhex("6080604052600080fd"), 6)
+    with pytest.raises(ValueError, match="uint8"):
+        patch_decimals(_oz_runtime(), 256)
+
+
+def test_multicall3_runtime_is_read_from_the_package() -> None:
+    code = multicall3_runtime()
+    assert code.startswith(bytes.fromhex("6080604052"))
+    assert bytes.fromhex("82ad56cb") in code  # aggregate3((address,bool,bytes)[])
+
+
+def test_every_artifact_loads() -> None:
+    for name in ("UniswapV3Factory", "NonfungiblePositionManager", "SwapRouter", "UniswapV2Pair"):
+        assert load_artifact(name).bytecode
+    with pytest.raises(ArtifactError, match="unknown artifact"):
+        load_artifact("Nope")
+
+
+# --- handles ---------------------------------------------------------------------
+
+A = Token("0x1000000000000000000000000000000000000001", "AAA", 18)
+B = Token("0x2000000000000000000000000000000000000002", "BBB", 6)
+C = Token("0x3000000000000000000000000000000000000003", "CCC", 8)
+
+
+@pytest.mark.parametrize(
+    ("amount", "decimals", "raw", "human"),
+    [
+        (1, 18, 10**18, 1.0),
+        (0.1, 6, 100_000, 0.1),
+        (1.5, 0, 2, 2.0),  # rounded to the nearest unit
+        (Decimal("2.000001"), 6, 2_000_001, 2.000001),
+        (3000.123456789, 6, 3_000_123_457, 3000.123457),
+    ],
+)
+def test_token_raw_amounts(amount: float | Decimal, decimals: int, raw: int, human: float) -> None:
+    token = Token(A.address, "T", decimals)
+    assert token.to_raw(amount) == raw
+    assert token.to_human(raw) == human
+
+
+def test_handles_validate_themselves() -> None:
+    with pytest.raises(ValueError, match="lower address"):
+        V3Pool(A.address, B, A, 500, 10, A, B)
+    with pytest.raises(ValueError, match="two tokens"):
+        V3Pool(A.address, A, B, 500, 10, C, B)
+    with pytest.raises(ValueError, match=r"0\.3%"):
+        V2Pair(A.address, A, B, A, B, fee=500)
+    with pytest.raises(ValueError, match="not an address"):
+        Token("0x12", "X", 18)
+    pool = V3Pool(A.address.lower(), A, B, 500, 10, B, A)
+    assert pool.address == A.address  # checksummed
+    assert not pool.base_is_token0
+    assert pool.name == "BBB/AAA 0.05%"
+
+
+# --- the anvil process -------------------------------------------------------------
+
+
+def test_find_anvil_names_the_install_step(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(ANVIL_ENV, str(tmp_path / "missing-anvil"))
+    with pytest.raises(AnvilNotFoundError, match="npm ci"):
+        find_anvil()
+    not_executable = tmp_path / "anvil"
+    not_executable.write_text("#!/bin/sh\n")
+    monkeypatch.setenv(ANVIL_ENV, str(not_executable))
+    with pytest.raises(AnvilNotFoundError, match="not executable"):
+        find_anvil()
+
+
+@integration
+def test_anvil_starts_and_stops_without_leaving_a_process(anvil_bin: Path) -> None:
+    node = Anvil(binary=anvil_bin, chain_id=4242, timestamp=GENESIS_TIMESTAMP)
+    with node:
+        pid = node.pid
+        assert pid is not None
+        assert node.running
+        chain = DevChain(node.url)
+        assert chain.chain_id == 4242
+        assert chain.latest_block().timestamp == GENESIS_TIMESTAMP
+        assert chain.w3.eth.block_number == 0  # web3's API on the same node
+        url = node.url
+    assert not node.running
+    assert _process_gone(pid)  # reaped by stop(): no zombie either
+    node.stop()  # idempotent
+    with pytest.raises(RpcError):
+        DevChain(url)
+
+
+@integration
+def test_anvil_does_not_mine_on_its_own(anvil: Anvil) -> None:
+    chain = DevChain(anvil.url)
+    chain.send(chain.accounts[1], b"", what="plain transfer")
+    assert chain.latest_block().number == 0
+    block = chain.mine()
+    assert block.number == 1
+    assert len(chain.rpc("eth_getBlockByNumber", "0x1", False)["transactions"]) == 1
+
+
+@integration
+def test_anvil_is_stopped_at_interpreter_exit(anvil_bin: Path) -> None:
+    # Started from a worker thread, so no parent-death signal is set: only the
+    # atexit hook can stop it when the interpreter exits.
+    script = textwrap.dedent(
+        f"""
+        import threading
+        from adapters.devchain import Anvil
+        nodes = []
+        worker = threading.Thread(
+            target=lambda: nodes.append(Anvil(binary={str(anvil_bin)!r}).start())
+        )
+        worker.start()
+        worker.join()
+        print(nodes[0].pid, flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    pid = int(done.stdout.split()[0])
+    assert _wait_gone(pid)
+
+
+@integration
+def test_anvil_dies_with_a_killed_parent(anvil_bin: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import time
+        from adapters.devchain import Anvil
+        node = Anvil(binary={str(anvil_bin)!r}).start()
+        print(node.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # no atexit, no cleanup: only PR_SET_PDEATHSIG is left
+    parent.wait()
+    parent.stdout.close()
+    if not _wait_gone(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"anvil {pid} outlived its killed parent")
+
+
+@integration
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("#!/bin/sh\necho boom\nexit 3\n", "exited with code 3"),
+        ("#!/bin/sh\nexec sleep 30\n", "did not print"),
+    ],
+)
+def test_anvil_start_failures_are_explained(tmp_path: Path, script: str, message: str) -> None:
+    fake = tmp_path / "anvil"
+    fake.write_text(script)
+    fake.chmod(0o755)
+    node = Anvil(binary=fake, startup_timeout=1.0)
+    with pytest.raises(AnvilStartError, match=message):
+        node.start()
+    assert node.pid is not None
+    assert _process_gone(node.pid)
+    assert not node.running
+
+
+# --- tokens and pools on the demo market ----------------------------------------------
+
+
+@integration
+@pytest.mark.parametrize("decimals", [0, 6, 8, 18])
+def test_tokens_have_the_chosen_decimals_and_supply(anvil: Anvil, decimals: int) -> None:
+    chain = DevChain(anvil.url)
+    token = chain.deploy_token("TKN", decimals, 1_000_000)
+    erc20 = load_artifact("ERC20PresetFixedSupply").abi
+    (onchain_decimals,) = erc20.decode_result(
+        "decimals", chain.call(token.address, erc20.encode_call("decimals"))
+    )
+    (supply,) = erc20.decode_result(
+        "totalSupply", chain.call(token.address, erc20.encode_call("totalSupply"))
+    )
+    assert onchain_decimals == decimals
+    assert supply == 1_000_000 * 10**decimals
+    assert chain.balance_of(token, chain.deployer) == supply
+
+
+@integration
+def test_demo_pools_start_at_the_chosen_price(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    for pool in (market.v3_500, market.v3_3000):
+        state = chain.pool_state(pool)
+        assert _rel(state.price, market.eth_price) < 1e-12
+        expected_tick = tick_from_price(
+            market.eth_price,
+            base_is_token0=pool.base_is_token0,
+            decimals0=pool.token0.decimals,
+            decimals1=pool.token1.decimals,
+        )
+        assert abs(state.tick - expected_tick) <= 1
+    assert _rel(chain.pair_state(market.v2).price, market.eth_price) < 1e-12
+    assert market.weth.decimals == 18
+    assert market.usdc.decimals == 6
+    assert market.v3_500.tick_spacing == 10
+    assert market.v3_3000.tick_spacing == 60
+
+
+@integration
+def test_inverted_pool_prices_its_base_in_the_quote(devchain: DemoChain) -> None:
+    # Same tokens, price USDC in WETH: base and token order flip, the convention holds.
+    chain, market = devchain.chain, devchain.market
+    pool = chain.create_v3_pool(market.usdc, market.weth, 10000, 1 / 2500)
+    assert pool.base == market.usdc
+    assert pool.base_is_token0 != market.v3_500.base_is_token0
+    assert _rel(chain.price(pool), 1 / 2500) < 1e-12
+    chain.add_liquidity_v3(pool, value=100.0)  # 100 WETH worth
+    for target in (1 / 2000, 1 / 3000):
+        chain.swap_to_price(pool, target)
+        assert _rel(chain.price(pool), target) < 1e-9
+
+
+@integration
+def test_full_range_and_concentrated_liquidity_are_minted(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    full, concentrated = market.positions[0], market.positions[1]
+    assert full.full_range
+    assert not concentrated.full_range
+    assert full.pool == concentrated.pool == market.v3_500
+    low = tick_from_price(market.eth_price * 0.9, base_is_token0=True, decimals0=18, decimals1=6)
+    high = tick_from_price(market.eth_price * 1.1, base_is_token0=True, decimals0=18, decimals1=6)
+    if not market.v3_500.base_is_token0:
+        low, high = (
+            tick_from_price(market.eth_price * p, base_is_token0=False, decimals0=6, decimals1=18)
+            for p in (1.1, 0.9)
+        )
+    assert concentrated.tick_lower <= low
+    assert concentrated.tick_upper >= high
+    # Both positions are in range, so the pool's active liquidity is their sum.
+    assert chain.pool_state(market.v3_500).liquidity == full.liquidity + concentrated.liquidity
+    for position, value in ((full, 20_000_000.0), (concentrated, 10_000_000.0)):
+        amounts = chain.position_amounts(position)
+        assert _rel(amounts.value_in_quote(market.eth_price), value) < 1e-6
+        assert amounts.fees0 == amounts.fees1 == 0
+
+
+@integration
+def test_position_amounts_follow_the_price_and_collect_fees(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    concentrated = market.positions[1]
+    chain.swap_to_price(market.v3_500, market.eth_price * 1.2)  # above the ±10% range
+    above = chain.position_amounts(concentrated)
+    assert above.base == 0.0  # all sold for quote on the way up
+    assert above.quote > 0
+    assert above.quote_fees > 0  # buying base on the way up paid its fee in quote
+    assert above.base_fees == 0
+    chain.swap_to_price(market.v3_500, market.eth_price * 0.8)  # below the range
+    below = chain.position_amounts(concentrated)
+    assert below.quote == 0.0
+    assert below.base > 0
+    assert below.base_fees > 0  # selling base on the way down paid its fee in base
+    assert below.quote_fees == above.quote_fees
+
+
+# --- price driver ------------------------------------------------------------------
+
+
+@integration
+@pytest.mark.parametrize("pool_name", ["v3_500", "v3_3000", "v2"])
+@pytest.mark.parametrize("move", [0.5, 0.97, 1.0003, 1.8])
+def test_swap_to_price_reaches_the_target(devchain: DemoChain, pool_name: str, move: float) -> None:
+    chain, market = devchain.chain, devchain.market
+    pool = getattr(market, pool_name)
+    target = market.eth_price * move
+    head = chain.latest_block().number
+    tx_hash = chain.swap_to_price(pool, target)
+    assert tx_hash is not None
+    assert chain.latest_block().number == head + 1  # one swap, one block
+    assert _rel(chain.price(pool), target) < 1e-9
+    if isinstance(pool, V3Pool):
+        state = chain.pool_state(pool)
+        assert state.sqrt_price_x96 == sqrt_price_x96_from_price(
+            target,
+            base_is_token0=pool.base_is_token0,
+            decimals0=pool.token0.decimals,
+            decimals1=pool.token1.decimals,
+        )
+        expected_tick = tick_from_price(
+            target,
+            base_is_token0=pool.base_is_token0,
+            decimals0=pool.token0.decimals,
+            decimals1=pool.token1.decimals,
+        )
+        assert abs(state.tick - expected_tick) <= 1
+
+
+@integration
+def test_swap_to_the_current_price_sends_nothing(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    head = chain.latest_block()
+    assert chain.swap_to_price(market.v3_500, market.eth_price) is None
+    assert chain.latest_block() == head
+
+
+@integration
+def test_swap_moves_exact_amounts(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    pair = market.v2
+    reserves = chain.pair_state(pair)
+    zero_for_one = pair.token0 == market.weth  # sell one WETH
+    one_weth = market.weth.to_raw(1)
+    usdc_before = chain.balance_of(market.usdc, chain.deployer)
+    chain.swap(pair, one_weth, zero_for_one=zero_for_one)
+    reserve_in, reserve_out = (
+        (reserves.reserve0, reserves.reserve1)
+        if zero_for_one
+        else (reserves.reserve1, reserves.reserve0)
+    )
+    received = chain.balance_of(market.usdc, chain.deployer) - usdc_before
+    assert received == v2_amount_out(one_weth, reserve_in, reserve_out)
+
+
+@integration
+def test_a_failing_swap_reports_the_revert(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    broke = chain.accounts[5]  # holds no tokens
+    with pytest.raises(TxFailedError, match="swap on WETH/USDC"):
+        chain.swap(market.v3_500, market.weth.to_raw(1), zero_for_one=True, sender=broke)
+
+
+# --- blocks, time, snapshots, reorgs -----------------------------------------------------
+
+
+@integration
+def test_mined_timestamps_are_the_requested_ones(devchain: DemoChain) -> None:
+    chain = devchain.chain
+    start = chain.latest_block()
+    block = chain.mine(timestamp=start.timestamp + 1000)
+    assert block.timestamp == start.timestamp + 1000
+    assert block.number == start.number + 1
+    block = chain.mine()  # the interval takes over
+    assert block.timestamp == start.timestamp + 1000 + BLOCK_INTERVAL
+    block = chain.mine(timestamp=start.timestamp + 5000, blocks=3)
+    assert block.number == start.number + 5
+    assert block.timestamp == start.timestamp + 5000 + 2 * BLOCK_INTERVAL
+    assert chain.get_block(start.number + 3).timestamp == start.timestamp + 5000
+    chain.set_block_timestamp_interval(1)
+    assert chain.mine().timestamp == block.timestamp + 1
+    with pytest.raises(RpcError, match="lower than previous"):
+        chain.mine(timestamp=start.timestamp)
+
+
+@integration
+def test_a_sandwich_goes_into_one_block_in_order(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    pool = market.v3_500
+    attacker, victim = chain.accounts[1], chain.accounts[2]
+    for account in (attacker, victim):
+        chain.transfer(market.weth, account, market.weth.to_raw(100))
+        chain.transfer(market.usdc, account, market.usdc.to_raw(1_000_000))
+    usdc_is_token0 = pool.token0 == market.usdc  # paying USDC for WETH pushes the price up
+    usdc_in = market.usdc.to_raw(200_000)
+    timestamp = chain.latest_block().timestamp + 7
+    with chain.block(timestamp=timestamp) as block:
+        front = chain.swap(pool, usdc_in, zero_for_one=usdc_is_token0, sender=attacker)
+        middle = chain.swap(pool, usdc_in, zero_for_one=usdc_is_token0, sender=victim)
+        assert chain.price(pool) > market.eth_price  # reads see the queued swaps
+        back = chain.swap_to_price(pool, market.eth_price, sender=attacker)
+    assert block.mined is not None
+    assert block.mined.timestamp == timestamp
+    mined = chain.rpc("eth_getBlockByNumber", hex(block.mined.number), False)["transactions"]
+    assert [h for h in mined if h in (front, middle, back)] == [front, middle, back]
+    assert len(block.tx_hashes) >= 3
+    assert _rel(chain.price(pool), market.eth_price) < 1e-12
+
+
+@integration
+def test_a_raising_block_mines_nothing(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    head = chain.latest_block()
+
+    def abandoned_block() -> None:
+        with chain.block():
+            chain.swap_to_price(market.v3_500, market.eth_price * 1.5)
+            raise RuntimeError("abandon")
+
+    with pytest.raises(RuntimeError, match="abandon"):
+        abandoned_block()
+    assert chain.latest_block() == head
+    assert chain.rpc("txpool_status") == {"pending": "0x0", "queued": "0x0"}
+    chain.mine()
+    assert _rel(chain.price(market.v3_500), market.eth_price) < 1e-12
+
+
+@integration
+def test_a_block_at_a_past_timestamp_is_refused_and_dropped(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    head = chain.latest_block()
+    with pytest.raises(RpcError, match="lower than previous"), chain.block(timestamp=1):
+        chain.swap_to_price(market.v3_500, market.eth_price * 1.5)
+    assert chain.latest_block() == head
+    assert chain.rpc("txpool_status") == {"pending": "0x0", "queued": "0x0"}
+    with chain.block() as block:  # the chain is usable again
+        chain.swap_to_price(market.v3_500, market.eth_price * 1.5)
+    assert block.mined is not None
+    assert block.mined.number == head.number + 1
+
+
+@integration
+def test_snapshot_and_revert_restore_state_and_clock(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    head = chain.latest_block()
+    snapshot = chain.snapshot()
+    chain.swap_to_price(market.v3_500, market.eth_price * 2)
+    first = chain.mine()
+    chain.revert(snapshot)
+    assert chain.latest_block() == head
+    assert _rel(chain.price(market.v3_500), market.eth_price) < 1e-12
+    chain.swap_to_price(market.v3_500, market.eth_price * 2)  # approvals still work
+    again = chain.mine()
+    assert (again.number, again.timestamp) == (first.number, first.timestamp)
+
+
+@integration
+def test_reorg_replaces_blocks(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    pool = market.v3_500
+    chain.swap_to_price(pool, market.eth_price * 0.5)  # the "crash"
+    chain.mine()
+    old = [chain.get_block(chain.latest_block().number - i) for i in (1, 0)]
+    new = chain.reorg(2)
+    assert [b.number for b in new] == [b.number for b in old]
+    assert [b.timestamp for b in new] == [b.timestamp for b in old]
+    assert all(n.hash != o.hash for n, o in zip(new, old, strict=True))
+    assert chain.latest_block() == new[-1]
+    assert _rel(chain.price(pool), market.eth_price) < 1e-12  # the crash is gone
+    assert chain.rpc("txpool_status") == {"pending": "0x0", "queued": "0x0"}  # not re-queued
+
+
+@integration
+def test_reorg_can_put_other_transactions_in_the_new_blocks(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    pool = market.v3_500
+    weth_is_token0 = pool.token0 == market.weth  # selling WETH pushes the price down
+    # Built (and its router approval mined) before the blocks the reorg replaces.
+    request = chain.swap_request(pool, market.weth.to_raw(50), zero_for_one=weth_is_token0)
+    chain.mine()
+    chain.mine()
+    new = chain.reorg(2, [(request, 1)])
+    txs = [chain.rpc("eth_getBlockByNumber", hex(b.number), False)["transactions"] for b in new]
+    assert [len(t) for t in txs] == [0, 1]
+    assert chain.receipt(txs[1][0])["status"] == "0x1"
+    assert chain.price(pool) < market.eth_price
+
+
+@integration
+def test_multicall3_answers(devchain: DemoChain) -> None:
+    chain, market = devchain.chain, devchain.market
+    erc20 = load_artifact("ERC20PresetFixedSupply").abi
+    results = chain.multicall(
+        [
+            (market.weth.address, erc20.encode_call("decimals")),
+            (market.usdc.address, erc20.encode_call("decimals")),
+            (market.usdc.address, erc20.encode_call("balanceOf", chain.deployer)),
+        ]
+    )
+    assert [ok for ok, _ in results] == [True, True, True]
+    assert [erc20.decode_result("decimals", out)[0] for _, out in results[:2]] == [18, 6]
+    (balance,) = erc20.decode_result("balanceOf", results[2][1])
+    assert balance == chain.balance_of(market.usdc, chain.deployer)
+    assert market.multicall3 == MULTICALL3_ADDRESS
+
+
+@integration
+def test_demo_market_description_is_json_ready(devchain: DemoChain) -> None:
+    market = devchain.market
+    description = json.loads(json.dumps(market.to_dict()))
+    assert description["chain_id"] == devchain.chain.chain_id
+    assert [p["kind"] for p in description["pools"]] == ["uniswap_v3", "uniswap_v3", "uniswap_v2"]
+    assert [p["fee"] for p in description["pools"]] == [500, 3000, 3000]
+    quote_index = 0 if market.usdc == market.v3_500.token0 else 1
+    assert {p["quote"] for p in description["pools"]} == {f"token{quote_index}"}
+    assert description["tokens"]["USDC"]["decimals"] == 6
+
+
+@integration
+def test_the_deployment_is_deterministic(anvil: Anvil, devchain: DemoChain) -> None:
+    from adapters.devchain import deploy_demo_market
+
+    again = deploy_demo_market(DevChain(anvil.url), block_interval=BLOCK_INTERVAL)
+    shared = devchain.market
+    assert again.to_dict() | {"rpc_url": None} == shared.to_dict() | {"rpc_url": None}
+    assert math.isclose(again.eth_price, shared.eth_price)
