@@ -352,11 +352,14 @@ class Broker:
 
     - ``allow_anonymous``: clients without a username may connect;
     - ``users``: username -> password (hashed into a password file);
-    - ``acl``: rules of an ACL file; None means no ACL (every client may do anything);
+    - ``acl``: rules of an ACL file; None means no ACL (every client may do anything).
+      Mosquitto 2.0 grants a subscription the ACL forbids and filters at delivery; it
+      answers a forbidden publish with reason code 135 (MQTT 5) and drops the message;
     - ``tls``: every listener speaks TLS with a certificate from a throw-away CA
       (:attr:`tls_files`); ``require_client_cert`` also demands a client certificate
       signed by that CA;
-    - ``websockets``: an extra MQTT-over-WebSockets listener on :attr:`ws_port`;
+    - ``websockets``: an extra MQTT-over-WebSockets listener on :attr:`ws_port` (Debian's
+      Mosquitto 2.0.11 binds it to every interface: its libwebsockets ignores the address);
     - ``persistence``: retained messages, sessions and their queued messages are saved
       to the temp dir on a clean stop (and every ``autosave_interval`` seconds if set),
       so they survive :meth:`restart` (but not :meth:`kill` between autosaves);
