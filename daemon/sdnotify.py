@@ -10,6 +10,11 @@ import os
 import socket
 
 
+def _one_line(text: str) -> str:
+    # A newline would start another field of the notify message.
+    return " ".join(text.splitlines())
+
+
 class Notifier:
     def __init__(self) -> None:
         addr = os.environ.get("NOTIFY_SOCKET", "")
@@ -19,7 +24,7 @@ class Notifier:
         self.watchdog_interval: float | None = None
         usec = os.environ.get("WATCHDOG_USEC")
         pid = os.environ.get("WATCHDOG_PID")
-        if usec and usec.isdigit() and (pid is None or pid == str(os.getpid())):
+        if usec and usec.isdigit() and int(usec) > 0 and (pid is None or pid == str(os.getpid())):
             # Ping at half the watchdog period, as sd_watchdog_enabled(3) recommends.
             self.watchdog_interval = int(usec) / 1e6 / 2
 
@@ -32,6 +37,8 @@ class Notifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                # Never block the event loop on a full notify queue.
+                sock.settimeout(0.5)
                 sock.connect(self._addr)
                 sock.sendall(message.encode())
         except OSError:
@@ -39,7 +46,7 @@ class Notifier:
         return True
 
     def ready(self, status: str = "") -> bool:
-        return self.notify("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        return self.notify("READY=1" + (f"\nSTATUS={_one_line(status)}" if status else ""))
 
     def watchdog(self) -> bool:
         return self.notify("WATCHDOG=1")
@@ -48,4 +55,4 @@ class Notifier:
         return self.notify("STOPPING=1")
 
     def status(self, text: str) -> bool:
-        return self.notify(f"STATUS={text}")
+        return self.notify(f"STATUS={_one_line(text)}")
