@@ -93,6 +93,7 @@ class MqttConfig(_Model):
     key_file: Path | None = None
     tls_insecure: bool = False
     telemetry_interval: Duration = 10
+    reconnect_max: Duration = 30
     message_expiry: Duration | None = None
     homeassistant: bool = False
     homeassistant_prefix: str = "homeassistant"

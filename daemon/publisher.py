@@ -214,7 +214,7 @@ class Publisher:
             if stop.is_set():
                 return
             delay = backoff * (0.5 + random.random())
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, float(max(1, self.cfg.reconnect_max)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 

@@ -8,7 +8,6 @@ hedge whose numbers this test recomputes on its own; a recovery must give ``reso
 from __future__ import annotations
 
 import math
-import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,91 +15,11 @@ import pytest
 
 from tests.alert_schema import check_alert
 from tests.daemon_proc import DaemonProcess
-from tests.plugins.broker import Broker, Message, Subscriber
+from tests.plugins.broker import Broker, Subscriber
 from tests.plugins.chain import DemoChain
+from tests.scenario import alerts, drive, next_timestamp, random_walk, write_config
 
 pytestmark = pytest.mark.integration
-
-START = 1_700_000_000
-
-
-def write_config(tmp_path: Path, dc: DemoChain, broker: Broker, *, extra: str = "") -> Path:
-    market = dc.market
-    pool = market.v3_500
-    quote = "token0" if pool.quote == pool.token0 else "token1"
-    cfg = tmp_path / "alvh.toml"
-    cfg.write_text(
-        f"""
-[daemon]
-state_dir = "{tmp_path / "state"}"
-log_format = "json"
-checkpoint_interval = "2s"
-
-[mqtt]
-url = "{broker.url}"
-topic_prefix = "alvh"
-qos = 1
-
-[[chains]]
-name = "devchain"
-chain_id = {market.chain_id}
-rpc = ["{dc.anvil.url}"]
-poll_interval = "head"
-
-[[pools]]
-chain = "devchain"
-address = "{pool.address}"
-kind = "uniswap_v3"
-name = "WETH/USDC 0.05%"
-quote = "{quote}"
-
-[bars]
-interval = "1m"
-
-[features]
-sigma_window = 10
-realized_vol_window = 10
-
-[[layers]]
-name = "L1"
-level = 1
-when = "abs(move_sigma) >= 3"
-clear_when = "abs(move_sigma) < 1"
-hedge = {{ instrument = "put", strike_sigma = -1.0, coverage = 0.25, expiry = "7d" }}
-
-[[layers]]
-name = "L2"
-level = 2
-when = "move_sigma <= -6"
-clear_when = "move_sigma > -1"
-hedge.instrument = "collar"
-hedge.strike_sigma = -2.0
-hedge.call_sigma = 1.0
-hedge.coverage = 0.5
-hedge.expiry = "14d"
-{extra}
-"""
-    )
-    return cfg
-
-
-def drive(dc: DemoChain, prices: list[float], start: int, step: int = 12) -> int:
-    """One block per price, at exact timestamps; returns the next timestamp."""
-    t = start
-    for p in prices:
-        with dc.chain.block(timestamp=t):
-            dc.chain.swap_to_price(dc.market.v3_500, p)
-        t += step
-    return t
-
-
-def random_walk(p0: float, n: int, vol: float, seed: int) -> list[float]:
-    rng = random.Random(seed)
-    out, p = [], p0
-    for _ in range(n):
-        p *= math.exp(rng.gauss(0.0, vol))
-        out.append(p)
-    return out
 
 
 def ncdf(x: float) -> float:
@@ -119,22 +38,11 @@ def iso(ts: str) -> float:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-def alerts(messages: list[Message], event: str, layer: str) -> list[dict[str, object]]:
-    out = []
-    for m in messages:
-        if m.topic.startswith("alvh/alerts/"):
-            p = m.json()
-            if p["event"] == event and p["layer"] == layer:
-                out.append(p)
-    return out
-
-
 def test_crash_fires_and_recovery_resolves(
     tmp_path: Path, devchain: DemoChain, broker: Broker
 ) -> None:
     cfg = write_config(tmp_path, devchain, broker)
-    head = devchain.chain.latest_block()
-    t = max(START, head.timestamp) + 12
+    t = next_timestamp(devchain)
     sub = Subscriber(broker, ["alvh/#"])
     with DaemonProcess(cfg) as daemon:
         sub.wait_for(
