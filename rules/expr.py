@@ -846,7 +846,8 @@ class Expr:
         if not -size <= i < size:
             raise IndexError(f"row {i} is out of range for {size} pools")
         row = i % size
-        row_env = {name: column[row : row + 1] for name, column in env.items()}
+        # numpy scalars, not 1-row arrays: the same ufuncs and NaN rules, ~5x cheaper.
+        row_env: dict[str, FloatArray] = {name: column[row] for name, column in env.items()}
         out: list[str] = []
         with np.errstate(all="ignore"):
             want = _state(*self._root.truth(row_env))

@@ -215,8 +215,10 @@ def test_transition_table_is_closed_and_illegal_pairs_raise() -> None:
     # Force an impossible pair: PENDING with a RESOLVE signal.
     eng.state[0, 0] = State.PENDING
 
-    def bad(*_: object) -> np.ndarray:
-        return np.array([Signal.RESOLVE], dtype=np.int8)
+    def bad(*args: object) -> None:
+        out = args[-1]
+        assert isinstance(out, np.ndarray)
+        out[:] = Signal.RESOLVE
 
     eng._signals = bad  # type: ignore[method-assign]
     with pytest.raises(IllegalTransitionError):
