@@ -22,10 +22,12 @@ from tests.plugins.chain import DemoChain
 from tests.scenario import (
     FLIP_LAYER,
     alert_payloads,
+    alerts,
     config_text,
     drive,
     next_timestamp,
     online,
+    random_walk,
     write_config,
     zigzag,
 )
@@ -257,3 +259,46 @@ def test_sighup_with_broken_config_keeps_running(
 def test_config_helper_is_valid(tmp_path: Path, devchain: DemoChain, broker: Broker) -> None:
     """The generated test config passes the daemon's own validation (guards the helpers)."""
     parse_config(tomllib.loads(config_text(tmp_path, devchain, broker)))
+
+
+def test_warm_restart_neither_refires_nor_warms_up_again(
+    tmp_path: Path, devchain: DemoChain, broker: Broker
+) -> None:
+    cfg = write_config(tmp_path, devchain, broker)
+    sub = Subscriber(broker, ["alvh/#"])
+    t = next_timestamp(devchain)
+    p0 = devchain.market.eth_price
+    with DaemonProcess(cfg) as daemon:
+        sub.wait_for(online, 30)
+        t = drive(devchain, random_walk(p0, 200, 0.001, seed=4), t)  # 40 bars: MACD is warm
+        crash = p0 * 0.85
+        t = drive(devchain, [crash], t)
+        crash_block = devchain.chain.latest_block().number
+        sub.wait_for(
+            lambda ms: any(p["block"] == crash_block for p in alerts(ms, "firing", "L2")), 60
+        )
+        assert daemon.stop() == 0
+    fired_before = {p["id"] for p in alert_payloads(sub.messages) if p["event"] == "firing"}
+    sub.clear()
+    with DaemonProcess(cfg) as daemon:
+        daemon.wait_log("checkpoint restored")
+        # the crash bar continues: the layer is still firing, nothing fires again
+        t = drive(devchain, [crash * 0.999], t)
+        head = devchain.chain.latest_block().number
+        msgs = sub.wait_for(lambda ms: processed(ms, head, 1), 30)
+        telemetry = next(m.json() for m in reversed(msgs) if m.topic.startswith("alvh/pools/"))
+        # no new warm-up: sigma, RSI and MACD are known at the first block after restart
+        for name in ("move_sigma", "rsi", "macd_hist", "realized_vol"):
+            assert telemetry["features"][name] is not None, name
+        layer = next(
+            m.json() for m in reversed(msgs) if m.topic.endswith("/L1") and "/layers/" in m.topic
+        )
+        assert layer["state"] == "firing"
+        assert daemon.stop() == 0
+    sub.stop()
+    fired_after = [
+        p
+        for p in alert_payloads(sub.messages)
+        if p["event"] == "firing" and p["block"] >= crash_block
+    ]
+    assert not fired_after, f"re-fired after restart: {fired_after} (before: {fired_before})"
