@@ -40,7 +40,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from adapters.errors import FatalError, TransientError
 from adapters.evm import Block, EvmChain, PoolSpec, Reorg
 from adapters.rpc import RpcPool
-from daemon import __version__, logs
+from daemon import __version__, homeassistant, logs, silences
 from daemon.config import ChainConfig, Config, ConfigError, load_config
 from daemon.errors import UserError
 from daemon.http import start_http
@@ -123,6 +123,7 @@ class Daemon:
         self.chains: dict[str, _ChainRuntime] = {}
         self._dirty_since_checkpoint = False
         self.http_port: int | None = None
+        self.silences: silences.SilenceService | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -213,6 +214,8 @@ class Daemon:
         scheduler.start()
         self.scheduler = scheduler
         self._plan_calendar()
+        self.silences = silences.attach(self)
+        homeassistant.attach(self)
 
         http_runner = None
         if cfg.http is not None:
@@ -430,6 +433,8 @@ class Daemon:
     ) -> None:
         assert self.store is not None
         assert self.publisher is not None
+        if self.silences is not None:
+            alerts = self.silences.filter(alerts, layers)
         qos = self.cfg.mqtt.qos
         prefix = self.cfg.mqtt.topic_prefix
         queued = [

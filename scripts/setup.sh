@@ -71,5 +71,10 @@ fi
 # --- Mosquitto ------------------------------------------------------------
 need_apt mosquitto mosquitto mosquitto-clients
 need_apt mosquitto_sub mosquitto-clients
+need_apt openssl openssl
+# The test suite also drives a real headless browser against the dashboard.
+if [ "${ALVH_SETUP_FOR_TESTS:-0}" = 1 ]; then
+    need_apt chromium chromium
+fi
 
 export PATH="$ROOT/.venv/bin:$PATH"
