@@ -1,41 +1,71 @@
 """EVM chain adapter: Uniswap V3 / V2 pools, one round trip per block, confirmations, reorgs.
 
 Guarantees:
-- static pool data (tokens, decimals, symbols, fee, tick spacing) is read once;
-- a poll costs two HTTP requests whatever the pool count: ``eth_blockNumber``, then
-  one JSON-RPC batch holding, for each new block, its header and one Multicall3
-  ``aggregate3`` call pinned to that block (a plain batch of ``eth_call`` where
-  Multicall3 is absent), plus one ``eth_getLogs`` over the whole block range;
-- blocks are processed at ``confirmations`` depth, in order, none skipped: after a
-  gap the missing range is fetched in batches of ``backfill_batch`` blocks;
-- a processed block whose hash changed is reported as :class:`Reorg` with the
-  common ancestor, before any block of the new branch;
-- a pool that reverts, is not a contract or has no liquidity is reported in
-  :attr:`Block.degraded` and skipped, never failing the chain;
+- static pool data (tokens, decimals, symbols, fee, tick spacing) is read once, at
+  :meth:`EvmChain.connect`; a pool whose static data cannot be read is retried every
+  ``META_RETRY_POLLS`` polls;
+- a poll that finds new blocks costs two HTTP requests whatever the pool count: the head
+  (``eth_getBlockByNumber("latest")``, a poll of the head number that also yields its
+  hash), then one JSON-RPC batch holding, for each new block, its header and every
+  pool read as Multicall3 ``aggregate3`` call(s) pinned to that block number (plain
+  ``eth_call`` entries where Multicall3 is absent), plus one ``eth_getLogs`` for the
+  Swap (and V2 Sync) logs of every pool over the whole block range; a poll without new
+  blocks costs one request (two when the head's hash changed at the same height: see
+  reorgs); only a reorg walk-back and the periodic retry of missing static data add
+  requests;
+- the ``aggregate3`` calldata is built once per pool set (it does not change between
+  blocks) and its answer is decoded by hand for the known fixed layout; more than
+  ``calls_per_multicall`` reads are split over several ``aggregate3`` calls of the same
+  batch, so one call stays well under a node's ``eth_call`` gas cap (geth: 50M);
+- blocks are processed at ``confirmations`` depth, in order, none skipped: after a gap
+  the missing range is fetched in requests of at most ``backfill_batch`` blocks (fewer
+  when the pool count would make a request huge: ``max_calls_per_request``), and
+  :attr:`EvmChain.behind` tells the caller to poll again at once;
+- a processed block whose hash changed is reported as :class:`Reorg` with the common
+  ancestor, before any block of the new branch; this is noticed either from the parent
+  hash of the next block or, without a new block, from the head's hash changing at the
+  same height (anvil's ``anvil_reorg`` and real same-height reorgs);
+- a pool that reverts, is not a contract, is not initialised or has no active
+  liquidity is reported once through ``on_degraded`` (again only if the reason
+  changes, or after it recovered), listed in :attr:`Block.degraded` and skipped, never
+  failing the chain;
 - prices are quote per base in human units, following each pool's ``quote``; TVL,
-  tick TVL and volume are in quote units.
+  tick TVL and volume are in quote units; V3 tick TVL uses the contracts' integer
+  amounts (``LiquidityAmounts.getAmountsForLiquidity``, :mod:`rules.lp`) for the
+  current initialisable tick range; a V2 swap's ``price_after`` comes from the
+  ``Sync`` event the pair emits just before it;
+- new heads: :meth:`EvmChain.wait_new_head` wakes on ``eth_subscribe newHeads`` when a
+  ws:// endpoint is configured and otherwise just sleeps the timeout;
+- only :class:`TransientError` and :class:`FatalError` leave :meth:`connect` and
+  :meth:`poll`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from eth_abi.abi import decode, encode
+from eth_abi.abi import decode
 from eth_abi.exceptions import DecodingError
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from adapters.errors import DataError, FatalError, TransientError
 from adapters.rpc import RpcCallError, RpcPool
+from adapters.ws import NewHeads
+from rules.lp import amounts_for_liquidity
 from rules.mev import classify_swaps
 from rules.types import PoolId, PoolSample, SwapRecord
-from rules.v3math import Q96, sqrt_ratio_at_tick
+from rules.v3math import MAX_TICK, MIN_TICK, Q96, sqrt_ratio_at_tick
 
 MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
+#: While some pool's static data is missing, it is read again every this many polls.
+META_RETRY_POLLS = 100
 
 
 def _selector(signature: str) -> bytes:
@@ -54,12 +84,22 @@ SEL_TICK_SPACING = _selector("tickSpacing()")
 SEL_DECIMALS = _selector("decimals()")
 SEL_SYMBOL = _selector("symbol()")
 
-TOPIC_SWAP_V3 = (
-    "0x" + keccak(text="Swap(address,address,int256,int256,uint160,uint128,int24)").hex()
-)
-TOPIC_SWAP_V2 = "0x" + keccak(text="Swap(address,uint256,uint256,uint256,uint256,address)").hex()
+
+def _topic(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+TOPIC_SWAP_V3 = _topic("Swap(address,address,int256,int256,uint160,uint128,int24)")
+TOPIC_SWAP_V2 = _topic("Swap(address,uint256,uint256,uint256,uint256,address)")
+TOPIC_SYNC_V2 = _topic("Sync(uint112,uint112)")
+_SYNC_V2_BYTES = bytes.fromhex(TOPIC_SYNC_V2[2:])
 
 PoolKind = Literal["uniswap_v3", "uniswap_v2"]
+_KINDS = ("uniswap_v3", "uniswap_v2")
+
+_WORD = 32
+_TRUE_WORD = (1).to_bytes(32, "big")
+_BYTES_AT_0X60 = (0x60).to_bytes(32, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +109,15 @@ class PoolSpec:
     address: str
     kind: PoolKind
     quote: Literal["token0", "token1"]
+
+    def __post_init__(self) -> None:
+        if not (self.address.startswith("0x") and len(self.address) == 42):
+            raise ValueError(f"PoolSpec.address must be a 20-byte 0x address: {self.address!r}")
+        object.__setattr__(self, "address", str(to_checksum_address(self.address)))
+        if self.kind not in _KINDS:
+            raise ValueError(f"PoolSpec.kind must be one of {_KINDS}, got {self.kind!r}")
+        if self.quote not in ("token0", "token1"):
+            raise ValueError(f"PoolSpec.quote must be token0 or token1, got {self.quote!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +136,14 @@ class PoolMeta:
     tick_spacing: int
     quote_is_token0: bool
 
+    def __post_init__(self) -> None:
+        if not (0 <= self.decimals0 <= 77 and 0 <= self.decimals1 <= 77):
+            raise ValueError(f"token decimals out of range: {self.decimals0}, {self.decimals1}")
+        if not 0 <= self.fee < 1:
+            raise ValueError(f"fee must be a fraction in [0, 1), got {self.fee}")
+        if self.tick_spacing <= 0:
+            raise ValueError(f"tick_spacing must be positive, got {self.tick_spacing}")
+
     @property
     def base_symbol(self) -> str:
         return self.symbol1 if self.quote_is_token0 else self.symbol0
@@ -95,14 +152,23 @@ class PoolMeta:
     def quote_symbol(self) -> str:
         return self.symbol0 if self.quote_is_token0 else self.symbol1
 
+    @property
+    def quote_decimals(self) -> int:
+        return self.decimals0 if self.quote_is_token0 else self.decimals1
+
+    @property
+    def base_decimals(self) -> int:
+        return self.decimals1 if self.quote_is_token0 else self.decimals0
+
     def price_from_sqrt(self, sqrt_price_x96: int) -> float:
         """Quote per base from Uniswap's Q64.96 sqrt price (token1 per token0, raw units)."""
-        # token1 per token0 in human units; squaring the float keeps ~1e-16 relative precision.
-        ratio = float((sqrt_price_x96 / Q96) ** 2 * 10.0 ** (self.decimals0 - self.decimals1))
+        # int / int is correctly rounded; squaring the float keeps ~2e-16 relative precision.
+        ratio = (sqrt_price_x96 / Q96) ** 2 * 10.0 ** (self.decimals0 - self.decimals1)
         return 1.0 / ratio if self.quote_is_token0 else ratio
 
     def price_from_reserves(self, reserve0: int, reserve1: int) -> float:
-        ratio = float((reserve1 / 10**self.decimals1) / (reserve0 / 10**self.decimals0))
+        """Quote per base from V2 reserves (raw units)."""
+        ratio = (reserve1 / reserve0) * 10.0 ** (self.decimals0 - self.decimals1)
         return 1.0 / ratio if self.quote_is_token0 else ratio
 
     def value_in_quote(self, amount0: float, amount1: float, price: float) -> float:
@@ -113,14 +179,44 @@ class PoolMeta:
 
 
 @dataclass(frozen=True, slots=True)
+class SwapEvent:
+    """A Swap log decoded field for field, in the contracts' own integers.
+
+    ``amount0``/``amount1`` are the pool's net token flows (positive: the pool
+    received that token); V2's four in/out amounts are netted the same way.
+    ``sqrt_price_x96``, ``liquidity`` and ``tick`` are V3's post-swap state (None for V2).
+    """
+
+    address: str
+    kind: PoolKind
+    block: int
+    tx_index: int
+    log_index: int
+    tx_hash: str
+    sender: str
+    recipient: str
+    amount0: int
+    amount1: int
+    sqrt_price_x96: int | None = None
+    liquidity: int | None = None
+    tick: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Reorg:
-    """Blocks after ``ancestor`` were replaced; roll back before processing what follows."""
+    """Blocks after ``ancestor`` were replaced; roll back before processing what follows.
+
+    ``depth`` is how many already processed blocks were replaced."""
 
     ancestor: int
     depth: int
 
+    def __post_init__(self) -> None:
+        if self.ancestor < 0 or self.depth < 1:
+            raise ValueError(f"Reorg needs ancestor >= 0 and depth >= 1: {self!r}")
 
-@dataclass(slots=True)
+
+@dataclass(frozen=True, slots=True)
 class Block:
     """One processed block: samples of every healthy pool, the swaps, degraded pools."""
 
@@ -128,16 +224,183 @@ class Block:
     hash: str
     parent_hash: str
     timestamp: int
-    samples: list[PoolSample] = field(default_factory=list)
-    swaps: list[SwapRecord] = field(default_factory=list)
-    degraded: dict[PoolId, str] = field(default_factory=dict)
+    samples: tuple[PoolSample, ...] = ()
+    swaps: tuple[SwapRecord, ...] = ()
+    degraded: Mapping[PoolId, str] = field(default_factory=dict)
 
 
-def _word_int(data: bytes, index: int, signed: bool = False) -> int:
-    chunk = data[32 * index : 32 * (index + 1)]
-    if len(chunk) != 32:
-        raise DecodingError("short return data")
-    return int.from_bytes(chunk, "big", signed=signed)
+# -- ABI, by hand for the fixed shapes of the hot path ------------------------------------
+
+
+def _uint(data: bytes, offset: int) -> int:
+    end = offset + _WORD
+    if offset < 0 or end > len(data):
+        raise DataError("short return data")
+    return int.from_bytes(data[offset:end], "big")
+
+
+def _int(data: bytes, offset: int) -> int:
+    end = offset + _WORD
+    if offset < 0 or end > len(data):
+        raise DataError("short return data")
+    return int.from_bytes(data[offset:end], "big", signed=True)
+
+
+def encode_aggregate3(calls: Sequence[tuple[str, bytes]]) -> bytes:
+    """Calldata of ``Multicall3.aggregate3`` with ``allowFailure = true`` for every call.
+
+    Standard ABI layout (what ``eth_abi.encode`` gives, without its per-value checks):
+    the array offset, its length, one offset per element, then each element as
+    ``(address, true, 0x60, len(data), data padded to 32 bytes)``."""
+    heads: list[bytes] = []
+    tails: list[bytes] = []
+    position = _WORD * len(calls)
+    for target, data in calls:
+        address = bytes.fromhex(target[2:])
+        if len(address) != 20:
+            raise ValueError(f"not a 20-byte address: {target!r}")
+        tail = b"".join(
+            (
+                bytes(12),
+                address,
+                _TRUE_WORD,
+                _BYTES_AT_0X60,
+                len(data).to_bytes(32, "big"),
+                data,
+                bytes(-len(data) % _WORD),
+            )
+        )
+        heads.append(position.to_bytes(32, "big"))
+        tails.append(tail)
+        position += len(tail)
+    return b"".join(
+        (
+            SEL_AGGREGATE3,
+            _WORD.to_bytes(32, "big"),
+            len(calls).to_bytes(32, "big"),
+            *heads,
+            *tails,
+        )
+    )
+
+
+def decode_aggregate3(data: bytes, expected: int) -> list[tuple[bool, bytes]]:
+    """``(success, returnData)`` per call from ``aggregate3``'s answer.
+
+    Follows every offset with bounds checks (a malformed answer raises
+    :class:`DataError`, never reads out of range); ``expected`` calls must come back."""
+    size = len(data)
+    base = _uint(data, 0)
+    if _uint(data, base) != expected:
+        raise DataError(f"aggregate3 returned {_uint(data, base)} results, expected {expected}")
+    heads = base + _WORD
+    if heads + _WORD * expected > size:
+        raise DataError("short aggregate3 answer")
+    out: list[tuple[bool, bytes]] = []
+    from_bytes = int.from_bytes
+    for k in range(expected):
+        at = heads + 32 * k
+        start = heads + from_bytes(data[at : at + 32], "big")
+        if start + 64 > size:
+            raise DataError("aggregate3 element out of range")
+        success = from_bytes(data[start : start + 32], "big")
+        if success > 1:
+            raise DataError("aggregate3 success flag is not a bool")
+        offset = start + from_bytes(data[start + 32 : start + 64], "big")
+        if offset + 32 > size:
+            raise DataError("aggregate3 return data out of range")
+        length = from_bytes(data[offset : offset + 32], "big")
+        if offset + 32 + length + (-length % 32) > size:  # padding included, as the ABI says
+            raise DataError("aggregate3 return data out of range")
+        out.append((success == 1, data[offset + 32 : offset + 32 + length]))
+    return out
+
+
+def _hex_bytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    return bytes(value)
+
+
+def _quantity(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    return int(text, 16) if text.startswith("0x") else int(text)
+
+
+@functools.lru_cache(maxsize=65536)
+def _checksum(address_hex: str) -> str:
+    return str(to_checksum_address(address_hex))
+
+
+def _topic_address(topic: bytes) -> str:
+    if len(topic) != 32 or any(topic[:12]):
+        raise ValueError("indexed address topic is not a padded 20-byte address")
+    return _checksum("0x" + topic[12:].hex())
+
+
+def decode_swap_event(log: Mapping[str, Any]) -> SwapEvent | None:
+    """A raw ``eth_getLogs`` entry -> :class:`SwapEvent` (None for other events and
+    removed logs). Strict like ``eth_abi``: bad padding or a value out of its type's
+    range raises ``ValueError``. Accepts hex strings or bytes/ints (web3-formatted logs)."""
+    if log.get("removed"):
+        return None
+    topics = [_hex_bytes(t) for t in log["topics"]]
+    if not topics:
+        return None
+    topic0 = "0x" + topics[0].hex()
+    if topic0 == TOPIC_SWAP_V3:
+        kind: PoolKind = "uniswap_v3"
+    elif topic0 == TOPIC_SWAP_V2:
+        kind = "uniswap_v2"
+    else:
+        return None
+    if len(topics) != 3:
+        raise ValueError("a Swap log has three topics")
+    data = _hex_bytes(log["data"])
+    event = SwapEvent(
+        address=_checksum(str(log["address"]).lower()),
+        kind=kind,
+        block=_quantity(log["blockNumber"]),
+        tx_index=_quantity(log["transactionIndex"]),
+        log_index=_quantity(log["logIndex"]),
+        tx_hash="0x" + _hex_bytes(log["transactionHash"]).hex(),
+        sender=_topic_address(topics[1]),
+        recipient=_topic_address(topics[2]),
+        amount0=0,
+        amount1=0,
+    )
+    if kind == "uniswap_v3":
+        if len(data) != 5 * _WORD:
+            raise ValueError("a V3 Swap log carries five words")
+        sqrt_price_x96 = _uint(data, 64)
+        liquidity = _uint(data, 96)
+        tick = _int(data, 128)
+        if sqrt_price_x96 >> 160 or liquidity >> 128 or not -(1 << 23) <= tick < (1 << 23):
+            raise ValueError("V3 Swap field out of its type's range")
+        return replace(
+            event,
+            amount0=_int(data, 0),
+            amount1=_int(data, 32),
+            sqrt_price_x96=sqrt_price_x96,
+            liquidity=liquidity,
+            tick=tick,
+        )
+    if len(data) != 4 * _WORD:
+        raise ValueError("a V2 Swap log carries four words")
+    a0_in, a1_in, a0_out, a1_out = (_uint(data, k * _WORD) for k in range(4))
+    return replace(event, amount0=a0_in - a0_out, amount1=a1_in - a1_out)
+
+
+def _decode_sync(log: Mapping[str, Any]) -> tuple[int, int]:
+    data = _hex_bytes(log["data"])
+    if len(data) != 2 * _WORD:
+        raise ValueError("a Sync log carries two words")
+    reserve0, reserve1 = _uint(data, 0), _uint(data, 32)
+    if reserve0 >> 112 or reserve1 >> 112:
+        raise ValueError("Sync reserve out of uint112 range")
+    return reserve0, reserve1
 
 
 def _decode_string(data: bytes) -> str:
@@ -151,20 +414,34 @@ def _decode_string(data: bytes) -> str:
         raise
 
 
+_sqrt_at_tick = functools.lru_cache(maxsize=65536)(sqrt_ratio_at_tick)
+
+
 def tick_tvl_v3(
     meta: PoolMeta, sqrt_price_x96: int, tick: int, liquidity: int, price: float
 ) -> float:
     """Value in quote of the active liquidity inside the current initialisable tick range
-    (Lambert's "tick TVL"), from the whitepaper's amounts for a range [a, b] containing p:
-    x = L (sqrt(b) - sqrt(p)) / (sqrt(p) sqrt(b)), y = L (sqrt(p) - sqrt(a))."""
+    ``[lower, lower + spacing)``, ``lower = floor(tick / spacing) * spacing`` (Lambert's
+    "tick TVL"). The token amounts are the contracts' integers
+    (``LiquidityAmounts.getAmountsForLiquidity``, rounded down as a burn pays out)."""
     spacing = meta.tick_spacing
-    lower = (tick // spacing) * spacing
-    sa = sqrt_ratio_at_tick(lower) / Q96
-    sb = sqrt_ratio_at_tick(lower + spacing) / Q96
-    sp = min(max(sqrt_price_x96 / Q96, sa), sb)
-    amount0 = liquidity * (sb - sp) / (sp * sb) / 10**meta.decimals0
-    amount1 = liquidity * (sp - sa) / 10**meta.decimals1
-    return meta.value_in_quote(amount0, amount1, price)
+    lower = max(MIN_TICK, (tick // spacing) * spacing)
+    upper = min(MAX_TICK, lower + spacing)
+    amount0, amount1 = amounts_for_liquidity(
+        liquidity, sqrt_price_x96, _sqrt_at_tick(lower), _sqrt_at_tick(upper)
+    )
+    return meta.value_in_quote(amount0 / 10**meta.decimals0, amount1 / 10**meta.decimals1, price)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The per-block reads of the current pool set, encoded once."""
+
+    calls: tuple[tuple[str, bytes], ...]
+    layout: tuple[tuple[PoolMeta, PoolId, int], ...]  # (pool, id, number of calls)
+    multicall_data: tuple[str, ...]  # aggregate3 calldata per chunk, 0x-hex (none without)
+    plain: tuple[dict[str, str], ...]  # eth_call objects when Multicall3 is absent
+    log_filter: dict[str, Any] | None
 
 
 class EvmChain:
@@ -182,35 +459,77 @@ class EvmChain:
         multicall: str | None = MULTICALL3,
         keep_hashes: int = 256,
         on_degraded: Callable[[PoolId, str], None] | None = None,
+        max_calls_per_request: int = 20_000,
+        calls_per_multicall: int = 1500,
     ) -> None:
+        if confirmations < 0:
+            raise ValueError(f"confirmations must be >= 0, got {confirmations}")
         self.name = name
         self.chain_id = chain_id
         self.rpc = rpc
         self.specs = list(pools)
+        if len({s.address for s in self.specs}) != len(self.specs):
+            raise ValueError(f"chain {name}: a pool address is listed twice")
         self.confirmations = confirmations
         self.backfill_batch = max(1, backfill_batch)
         self.multicall = multicall
-        self.keep_hashes = keep_hashes
+        self.keep_hashes = max(2, keep_hashes)
+        self.max_calls_per_request = max(1, max_calls_per_request)
+        self.calls_per_multicall = max(1, calls_per_multicall)
         self.meta: dict[str, PoolMeta] = {}
-        self.degraded: dict[str, str] = {}
+        self.degraded: dict[str, str] = {}  # address -> reason
         self.next_block: int | None = None
         self.hashes: OrderedDict[int, str] = OrderedDict()
+        self.behind = 0
         self._use_multicall = False
         self._on_degraded = on_degraded
         self._polls = 0
+        self._plan: _Plan | None = None
+        self._ids = {s.address: PoolId(name, s.address) for s in self.specs}
+        self._latest: tuple[int, str] | None = None  # (number, hash) of the last head seen
+        self._tip_checked: str | None = None  # head hash at the last same-height check
+        self._heads = (
+            NewHeads(rpc.ws_urls, name=name, on_error=rpc.on_error) if rpc.ws_urls else None
+        )
+
+    @property
+    def uses_multicall(self) -> bool:
+        """True when pool reads go through Multicall3 (detected at :meth:`connect`)."""
+        return self._use_multicall
+
+    def restore(self, next_block: int, hashes: Mapping[int, str]) -> None:
+        """Continue from a checkpoint: the next block to process and the hashes of the
+        blocks processed before it (any order; only the newest ``keep_hashes`` kept)."""
+        if next_block < 0:
+            raise ValueError(f"next_block must be >= 0, got {next_block}")
+        kept = sorted((int(n), str(h)) for n, h in hashes.items() if int(n) < next_block)
+        self.next_block = next_block
+        self.hashes = OrderedDict(kept[-self.keep_hashes :])
+        self._tip_checked = None
 
     def pool_id(self, address: str) -> PoolId:
-        return PoolId(self.name, address)
+        pid = self._ids.get(address)
+        return pid if pid is not None else PoolId(self.name, address)
 
     # -- start ------------------------------------------------------------------
 
     async def connect(self) -> None:
         """Check the chain id, detect Multicall3, read static pool data."""
         await self.rpc.check_chain_id(self.chain_id)
+        use = False
         if self.multicall is not None:
             code = await self.rpc.request("eth_getCode", [self.multicall, "latest"])
-            self._use_multicall = isinstance(code, str) and len(code) > 2
+            use = isinstance(code, str) and len(code) > 2
+        if use != self._use_multicall:
+            self._use_multicall = use
+            self._plan = None
         await self._load_meta([s for s in self.specs if s.address not in self.meta])
+
+    async def close(self) -> None:
+        """Close the HTTP sessions and the new-heads subscription."""
+        if self._heads is not None:
+            await self._heads.close()
+        await self.rpc.close()
 
     async def _load_meta(self, specs: Sequence[PoolSpec]) -> None:
         if not specs:
@@ -229,16 +548,16 @@ class EvmChain:
             chunk = results[i : i + n]
             i += n
             try:
-                t0 = str(to_checksum_address(_word_int(self._ok(chunk[0]), 0).to_bytes(20, "big")))
-                t1 = str(to_checksum_address(_word_int(self._ok(chunk[1]), 0).to_bytes(20, "big")))
+                t0 = _checksum("0x" + self._address_word(chunk[0]))
+                t1 = _checksum("0x" + self._address_word(chunk[1]))
                 if s.kind == "uniswap_v3":
-                    fee = _word_int(self._ok(chunk[2]), 0)
-                    spacing = _word_int(self._ok(chunk[3]), 0, signed=True)
-                    if spacing <= 0:
-                        raise DataError("tickSpacing() is not positive")
+                    fee = _uint(self._ok(chunk[2]), 0)
+                    spacing = _int(self._ok(chunk[3]), 0)
+                    if spacing <= 0 or fee >= 1_000_000:
+                        raise DataError(f"fee() = {fee}, tickSpacing() = {spacing}")
                 else:
                     fee, spacing = 3000, 1
-            except (DataError, DecodingError, ValueError) as exc:
+            except (DataError, ValueError) as exc:
                 self._degrade(s.address, f"not a {s.kind} pool: {exc}")
                 continue
             tokens[s.address] = (t0, t1)
@@ -249,7 +568,7 @@ class EvmChain:
         token_info: dict[str, tuple[int, str] | None] = {}
         for j, t in enumerate(token_set):
             try:
-                decimals = _word_int(self._ok(token_results[2 * j]), 0)
+                decimals = _uint(self._ok(token_results[2 * j]), 0)
                 if decimals > 77:
                     raise DataError(f"decimals() = {decimals}")
                 symbol = _decode_string(self._ok(token_results[2 * j + 1]))
@@ -279,6 +598,14 @@ class EvmChain:
                 quote_is_token0=s.quote == "token0",
             )
             self.degraded.pop(s.address, None)
+            self._plan = None
+
+    def _address_word(self, result: tuple[bool, bytes]) -> str:
+        data = self._ok(result)
+        word = data[:_WORD]
+        if len(word) != _WORD or any(word[:12]):
+            raise DataError("not an address")
+        return word[12:].hex()
 
     def _degrade(self, address: str, reason: str) -> None:
         if self.degraded.get(address) != reason:
@@ -297,48 +624,56 @@ class EvmChain:
 
     # -- calls --------------------------------------------------------------------
 
-    def _aggregate3(self, calls: Sequence[tuple[str, bytes]]) -> str:
-        payload = encode(["(address,bool,bytes)[]"], [[(t, True, d) for t, d in calls]])
-        return "0x" + (SEL_AGGREGATE3 + payload).hex()
-
-    @staticmethod
-    def _decode_aggregate3(result: str) -> list[tuple[bool, bytes]]:
-        (items,) = decode(["(bool,bytes)[]"], bytes.fromhex(result[2:]))
-        return [(bool(ok), bytes(data)) for ok, data in items]
-
     def _call_batch(
         self, calls: Sequence[tuple[str, bytes]], block: str
     ) -> list[tuple[str, list[Any]]]:
         if self._use_multicall:
-            return [("eth_call", [{"to": self.multicall, "data": self._aggregate3(calls)}, block])]
+            return [
+                ("eth_call", [{"to": self.multicall, "data": data}, block])
+                for data in self._aggregate3_chunks(calls)
+            ]
         return [("eth_call", [{"to": t, "data": "0x" + d.hex()}, block]) for t, d in calls]
 
+    def _chunk_sizes(self, n: int) -> list[int]:
+        size = self.calls_per_multicall
+        return [min(size, n - i) for i in range(0, n, size)]
+
+    def _aggregate3_chunks(self, calls: Sequence[tuple[str, bytes]]) -> tuple[str, ...]:
+        out, i = [], 0
+        for size in self._chunk_sizes(len(calls)):
+            out.append("0x" + encode_aggregate3(calls[i : i + size]).hex())
+            i += size
+        return tuple(out)
+
     def _decode_calls(self, answers: Sequence[Any], n: int) -> list[tuple[bool, bytes]]:
+        label = self.rpc.current_label
         if self._use_multicall:
-            (answer,) = answers
-            if isinstance(answer, RpcCallError):
-                raise TransientError(
-                    f"multicall failed: {answer.message}", source=self.rpc.current_label
-                )
-            try:
-                out = self._decode_aggregate3(answer)
-            except (DecodingError, ValueError, TypeError) as exc:
-                raise TransientError(
-                    f"malformed multicall answer: {exc}", source=self.rpc.current_label
-                ) from exc
-            if len(out) != n:
-                raise TransientError(
-                    "multicall answer has the wrong length", source=self.rpc.current_label
-                )
+            out: list[tuple[bool, bytes]] = []
+            for answer, size in zip(answers, self._chunk_sizes(n), strict=True):
+                if isinstance(answer, RpcCallError):
+                    raise TransientError(f"multicall failed: {answer.message}", source=label)
+                try:
+                    if not isinstance(answer, str) or not answer.startswith("0x"):
+                        raise ValueError("not 0x-hex")
+                    out += decode_aggregate3(bytes.fromhex(answer[2:]), size)
+                except (DataError, ValueError) as exc:
+                    raise TransientError(
+                        f"malformed multicall answer: {exc}", source=label
+                    ) from exc
             return out
         decoded: list[tuple[bool, bytes]] = []
         for a in answers:
             if isinstance(a, RpcCallError):
+                if not a.is_revert:
+                    raise TransientError(f"eth_call failed: {a.message}", source=label)
                 decoded.append((False, b""))
             elif isinstance(a, str) and a.startswith("0x"):
-                decoded.append((True, bytes.fromhex(a[2:])))
+                try:
+                    decoded.append((True, bytes.fromhex(a[2:])))
+                except ValueError as exc:
+                    raise TransientError("malformed eth_call answer", source=label) from exc
             else:
-                raise TransientError("malformed eth_call answer", source=self.rpc.current_label)
+                raise TransientError("malformed eth_call answer", source=label)
         return decoded
 
     async def _calls(
@@ -349,209 +684,293 @@ class EvmChain:
         answers = await self.rpc.batch(self._call_batch(calls, block))
         return self._decode_calls(answers, len(calls))
 
-    def _state_calls(self) -> tuple[list[tuple[str, bytes]], list[tuple[str, int]]]:
-        """Per-block reads of every healthy pool, and (address, number of calls) to split them."""
+    def _current_plan(self) -> _Plan:
+        if self._plan is not None:
+            return self._plan
         calls: list[tuple[str, bytes]] = []
-        layout: list[tuple[str, int]] = []
+        layout: list[tuple[PoolMeta, PoolId, int]] = []
         for s in self.specs:
             meta = self.meta.get(s.address)
             if meta is None:
                 continue
             if meta.kind == "uniswap_v3":
-                owner = bytes.fromhex(s.address[2:]).rjust(32, b"\0")
+                owner = bytes(12) + bytes.fromhex(s.address[2:])
                 calls += [
                     (s.address, SEL_SLOT0),
                     (s.address, SEL_LIQUIDITY),
                     (meta.token0, SEL_BALANCE_OF + owner),
                     (meta.token1, SEL_BALANCE_OF + owner),
                 ]
-                layout.append((s.address, 4))
+                layout.append((meta, self.pool_id(s.address), 4))
             else:
                 calls.append((s.address, SEL_GET_RESERVES))
-                layout.append((s.address, 1))
-        return calls, layout
+                layout.append((meta, self.pool_id(s.address), 1))
+        addresses = [m.address for m, _, _ in layout]
+        topics = [TOPIC_SWAP_V3, TOPIC_SWAP_V2]
+        if any(m.kind == "uniswap_v2" for m, _, _ in layout):
+            topics.append(TOPIC_SYNC_V2)
+        self._plan = _Plan(
+            calls=tuple(calls),
+            layout=tuple(layout),
+            multicall_data=self._aggregate3_chunks(calls) if self._use_multicall else (),
+            plain=tuple({"to": t, "data": "0x" + d.hex()} for t, d in calls),
+            log_filter={"address": addresses, "topics": [topics]} if addresses else None,
+        )
+        return self._plan
+
+    def _blocks_per_request(self, plan: _Plan) -> int:
+        per_block = max(1, len(plan.calls))
+        return max(1, min(self.backfill_batch, self.max_calls_per_request // per_block))
 
     # -- following ------------------------------------------------------------------
 
     async def head(self) -> int:
-        value = await self.rpc.request("eth_blockNumber", [])
-        if not isinstance(value, str):
-            raise TransientError("malformed eth_blockNumber answer", source=self.rpc.current_label)
-        return int(value, 16)
+        """The head block number (``eth_getBlockByNumber("latest")``, one request)."""
+        header = await self.rpc.request("eth_getBlockByNumber", ["latest", False])
+        try:
+            number, block_hash = _quantity(header["number"]), str(header["hash"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TransientError(
+                "malformed head block answer", source=self.rpc.current_label
+            ) from exc
+        self._latest = (number, block_hash)
+        return number
+
+    async def wait_new_head(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for a new head; its number, or None.
+
+        With a ws:// endpoint configured this wakes on the node's ``newHeads``
+        notification; without one (or while the subscription is down) it sleeps the
+        timeout, so a caller can always use it in place of its poll-interval sleep."""
+        if self._heads is None:
+            await asyncio.sleep(timeout)
+            return None
+        return await self._heads.wait(timeout)
+
+    @property
+    def subscribed(self) -> bool:
+        """True while a ``newHeads`` subscription is live."""
+        return self._heads is not None and self._heads.active
 
     async def poll(self, head: int | None = None) -> list[Block | Reorg]:
-        """Blocks that became confirmed since the last poll (at most ``backfill_batch``;
+        """Blocks that became confirmed since the last poll (at most one request's worth;
         call again while :attr:`behind`), or a single :class:`Reorg`."""
         self._polls += 1
-        if self.degraded and self._polls % 100 == 0:
-            await self._load_meta([s for s in self.specs if s.address in self.degraded])
+        missing = [s for s in self.specs if s.address not in self.meta]
+        if missing and self._polls % META_RETRY_POLLS == 0:
+            await self._load_meta(missing)
         if head is None:
             head = await self.head()
         target = head - self.confirmations
         if self.next_block is None:
             self.next_block = max(0, target)
-        self.behind = 0
         if target < self.next_block:
-            return []
-        end = min(target, self.next_block + self.backfill_batch - 1)
-        self.behind = target - end
-        blocks = await self.fetch(self.next_block, end)
-        prev = self.hashes.get(self.next_block - 1)
+            self.behind = 0
+            return await self._check_tip()
+        plan = self._current_plan()
+        start = self.next_block
+        end = min(target, start + self._blocks_per_request(plan) - 1)
+        blocks = await self.fetch(start, end)
+        prev = self.hashes.get(start - 1)
         if prev is not None and blocks[0].parent_hash != prev:
-            return [await self._find_ancestor(self.next_block - 1)]
+            self.behind = 0
+            reorg = await self._find_ancestor(start - 1)
+            return [reorg] if reorg is not None else []
         for b in blocks:
             self.hashes[b.number] = b.hash
         while len(self.hashes) > self.keep_hashes:
             self.hashes.popitem(last=False)
         self.next_block = end + 1
+        self.behind = target - end
         return list(blocks)
 
-    behind: int = 0
+    async def _check_tip(self) -> list[Block | Reorg]:
+        """No new block: is the last processed block still on the chain?"""
+        assert self.next_block is not None
+        last = self.next_block - 1
+        known = self.hashes.get(last)
+        if known is None or self._latest is None:
+            return []
+        number, head_hash = self._latest
+        if number == last:
+            if head_hash == known:
+                return []
+        elif number < last or head_hash == self._tip_checked:
+            return []  # a lagging node, or a head we have already checked against
+        else:
+            # The head changed without reaching a new confirmed height: one header tells.
+            header = await self.rpc.request("eth_getBlockByNumber", [hex(last), False])
+            self._tip_checked = head_hash
+            if not isinstance(header, dict) or header.get("hash") in (None, known):
+                return []
+        reorg = await self._find_ancestor(last)
+        return [reorg] if reorg is not None else []
 
-    async def _find_ancestor(self, start: int) -> Reorg:
-        """Walk back from ``start`` until the node's hash equals ours."""
+    async def _find_ancestor(self, start: int) -> Reorg | None:
+        """Walk back from ``start`` (the last processed block) until the node's hash
+        equals ours, 32 headers per request. None when ``start`` itself is still on the
+        chain (the node flip-flopped between two reads): nothing to undo."""
+        oldest = next(iter(self.hashes), start + 1)
         number = start
-        while number in self.hashes:
-            lo = max(min(self.hashes), number - 31)
-            numbers = list(range(number, lo - 1, -1))
+        while number >= oldest:
+            low = max(oldest, number - 31)
+            numbers = list(range(number, low - 1, -1))
             headers = await self.rpc.batch(
                 [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
             )
             for n, h in zip(numbers, headers, strict=True):
+                if h is None:
+                    continue  # above the node's head: the new branch is shorter
                 if not isinstance(h, dict) or "hash" not in h:
-                    raise TransientError(f"no header for block {n}", source=self.rpc.current_label)
-                if h["hash"] == self.hashes[n]:
+                    raise TransientError(
+                        f"no usable header for block {n}", source=self.rpc.current_label
+                    )
+                if h["hash"] == self.hashes.get(n):
+                    if n == start:
+                        return None
                     for gone in [k for k in self.hashes if k > n]:
                         del self.hashes[gone]
                     self.next_block = n + 1
-                    return Reorg(ancestor=n, depth=start - n + 1)
-            number = lo - 1
+                    self._tip_checked = None
+                    return Reorg(ancestor=n, depth=start - n)
+            number = low - 1
         raise FatalError(
-            f"reorg deeper than the {len(self.hashes)} block hashes kept (below block {start})",
+            f"the chain no longer contains any of the {len(self.hashes)} recent blocks "
+            f"processed (down to block {oldest}): a reorg deeper than that, or a node "
+            "reset to another chain with the same chain id",
             source=self.name,
         )
 
     async def fetch(self, start: int, end: int) -> list[Block]:
         """Headers, pool state and swaps for blocks ``start..end`` in one HTTP request."""
-        calls, layout = self._state_calls()
-        per_block = self._call_batch(calls, "latest") if calls else []
-        n_state = len(per_block)
+        plan = self._current_plan()
         batch: list[tuple[str, Sequence[Any]]] = []
         for number in range(start, end + 1):
-            batch.append(("eth_getBlockByNumber", [hex(number), False]))
-            for method, params in self._call_batch(calls, hex(number)) if calls else []:
-                batch.append((method, params))
-        addresses = [s.address for s in self.specs if s.address in self.meta]
-        if addresses:
+            tag = hex(number)
+            batch.append(("eth_getBlockByNumber", [tag, False]))
+            if not plan.calls:
+                continue
+            if self._use_multicall:
+                batch.extend(
+                    ("eth_call", [{"to": self.multicall, "data": data}, tag])
+                    for data in plan.multicall_data
+                )
+            else:
+                batch.extend(("eth_call", [request, tag]) for request in plan.plain)
+        if plan.log_filter is not None:
             batch.append(
-                (
-                    "eth_getLogs",
-                    [
-                        {
-                            "fromBlock": hex(start),
-                            "toBlock": hex(end),
-                            "address": addresses,
-                            "topics": [[TOPIC_SWAP_V3, TOPIC_SWAP_V2]],
-                        }
-                    ],
-                )
+                ("eth_getLogs", [{"fromBlock": hex(start), "toBlock": hex(end), **plan.log_filter}])
             )
-        del per_block
         answers = await self.rpc.batch(batch)
-        logs: list[Any] = []
-        if addresses:
-            raw_logs = answers[-1]
-            if isinstance(raw_logs, RpcCallError) or not isinstance(raw_logs, list):
+        label = self.rpc.current_label
+        swaps_by_block: dict[int, list[SwapRecord]] = {}
+        if plan.log_filter is not None:
+            logs = answers[-1]
+            if isinstance(logs, RpcCallError) or not isinstance(logs, list):
                 raise TransientError(
-                    f"eth_getLogs {start}..{end} failed: {getattr(raw_logs, 'message', raw_logs)}",
-                    source=self.rpc.current_label,
+                    f"eth_getLogs {start}..{end} failed: {getattr(logs, 'message', logs)}",
+                    source=label,
                 )
-            logs = raw_logs
-        swaps_by_block = self._decode_logs(logs)
+            swaps_by_block = self._decode_logs(logs)
+        per_block = len(plan.multicall_data) if self._use_multicall else len(plan.calls)
+        step = 1 + per_block
         blocks: list[Block] = []
-        step = 1 + n_state
         for k, number in enumerate(range(start, end + 1)):
             header = answers[k * step]
             if not isinstance(header, dict) or "hash" not in header:
-                raise TransientError(
-                    f"block {number} not available yet", source=self.rpc.current_label
-                )
-            block = Block(
-                number=number,
-                hash=str(header["hash"]),
-                parent_hash=str(header["parentHash"]),
-                timestamp=int(header["timestamp"], 16),
-            )
-            if blocks and block.parent_hash != blocks[-1].hash:
-                raise TransientError(
-                    f"chain changed while reading block {number}", source=self.rpc.current_label
-                )
+                raise TransientError(f"block {number} not available yet", source=label)
+            try:
+                block_hash = str(header["hash"])
+                parent_hash = str(header["parentHash"])
+                timestamp = _quantity(header["timestamp"])
+            except (KeyError, ValueError) as exc:
+                raise TransientError(f"malformed header of block {number}", source=label) from exc
+            if blocks and parent_hash != blocks[-1].hash:
+                raise TransientError(f"chain changed while reading block {number}", source=label)
             results = (
-                self._decode_calls(answers[k * step + 1 : (k + 1) * step], len(calls))
-                if calls
+                self._decode_calls(answers[k * step + 1 : (k + 1) * step], len(plan.calls))
+                if plan.calls
                 else []
             )
-            block.swaps = swaps_by_block.get(number, [])
-            self._samples(block, results, layout)
-            blocks.append(block)
+            swaps = swaps_by_block.get(number, [])
+            samples, degraded = self._samples(number, block_hash, timestamp, swaps, results, plan)
+            blocks.append(
+                Block(
+                    number=number,
+                    hash=block_hash,
+                    parent_hash=parent_hash,
+                    timestamp=timestamp,
+                    samples=tuple(samples),
+                    swaps=tuple(swaps),
+                    degraded=degraded,
+                )
+            )
         return blocks
 
     def _samples(
-        self, block: Block, results: list[tuple[bool, bytes]], layout: list[tuple[str, int]]
-    ) -> None:
-        volume: dict[str, float] = {}
-        for rec in block.swaps:
-            volume[rec.pool.address] = volume.get(rec.pool.address, 0.0) + rec.volume_quote
-        counts = classify_swaps(block.swaps)
+        self,
+        number: int,
+        block_hash: str,
+        timestamp: int,
+        swaps: Sequence[SwapRecord],
+        results: Sequence[tuple[bool, bytes]],
+        plan: _Plan,
+    ) -> tuple[list[PoolSample], dict[PoolId, str]]:
+        volume: dict[PoolId, float] = {}
+        for rec in swaps:
+            volume[rec.pool] = volume.get(rec.pool, 0.0) + rec.volume_quote
+        counts = classify_swaps(swaps) if swaps else {}
+        samples: list[PoolSample] = []
+        degraded: dict[PoolId, str] = {}
         i = 0
-        for address, n in layout:
+        for meta, pid, n in plan.layout:
             chunk = results[i : i + n]
             i += n
-            meta = self.meta[address]
-            pid = self.pool_id(address)
             try:
                 price, tvl, tick_tvl = self._read_state(meta, chunk)
-            except (DataError, DecodingError, ValueError, ZeroDivisionError, OverflowError) as exc:
-                block.degraded[pid] = str(exc)
-                self._degrade(address, str(exc))
+            except (DataError, ValueError, ZeroDivisionError, OverflowError) as exc:
+                reason = str(exc)
+                degraded[pid] = reason
+                self._degrade(meta.address, reason)
                 continue
-            if address in self.degraded:
-                del self.degraded[address]
-            swaps, mev = counts.get(pid, (0, 0))
-            block.samples.append(
+            if meta.address in self.degraded:
+                del self.degraded[meta.address]
+            swap_count, mev = counts.get(pid, (0, 0))
+            samples.append(
                 PoolSample(
                     pool=pid,
-                    time=block.timestamp,
-                    block=block.number,
-                    block_hash=block.hash,
+                    time=timestamp,
+                    block=number,
+                    block_hash=block_hash,
                     price=price,
                     tvl=tvl,
                     tick_tvl=tick_tvl,
-                    volume=volume.get(address, 0.0),
-                    swaps=swaps,
+                    volume=volume.get(pid, 0.0),
+                    swaps=swap_count,
                     mev_swaps=mev,
                 )
             )
+        return samples, degraded
 
     def _read_state(
         self, meta: PoolMeta, chunk: Sequence[tuple[bool, bytes]]
     ) -> tuple[float, float, float]:
         if meta.kind == "uniswap_v3":
             slot0 = self._ok(chunk[0])
-            sqrt_price_x96 = _word_int(slot0, 0)
-            tick = _word_int(slot0, 1, signed=True)
-            liquidity = _word_int(self._ok(chunk[1]), 0)
+            sqrt_price_x96 = _uint(slot0, 0)
+            tick = _int(slot0, 32)
+            liquidity = _uint(self._ok(chunk[1]), 0)
             if sqrt_price_x96 == 0:
                 raise DataError("pool is not initialised (sqrtPriceX96 = 0)")
             if liquidity == 0:
                 raise DataError("no active liquidity")
-            bal0 = _word_int(self._ok(chunk[2]), 0) / 10**meta.decimals0
-            bal1 = _word_int(self._ok(chunk[3]), 0) / 10**meta.decimals1
+            balance0 = _uint(self._ok(chunk[2]), 0) / 10**meta.decimals0
+            balance1 = _uint(self._ok(chunk[3]), 0) / 10**meta.decimals1
             price = meta.price_from_sqrt(sqrt_price_x96)
-            tvl = meta.value_in_quote(bal0, bal1, price)
+            tvl = meta.value_in_quote(balance0, balance1, price)
             return price, tvl, tick_tvl_v3(meta, sqrt_price_x96, tick, liquidity, price)
         data = self._ok(chunk[0])
-        reserve0, reserve1 = _word_int(data, 0), _word_int(data, 1)
+        reserve0, reserve1 = _uint(data, 0), _uint(data, 32)
         if reserve0 == 0 or reserve1 == 0:
             raise DataError("no liquidity (a reserve is 0)")
         price = meta.price_from_reserves(reserve0, reserve1)
@@ -560,61 +979,71 @@ class EvmChain:
         )
         return price, tvl, math.nan
 
+    # -- logs -------------------------------------------------------------------------
+
     def _decode_logs(self, logs: Sequence[Any]) -> dict[int, list[SwapRecord]]:
         out: dict[int, list[SwapRecord]] = {}
+        # V2 pairs emit Sync(reserves after) right before Swap, in the same transaction.
+        last_sync: dict[tuple[str, str], tuple[int, int, int]] = {}
         for log in logs:
             try:
-                rec = self.decode_swap(log)
-            except (KeyError, ValueError, TypeError, DecodingError):
-                continue  # a log we cannot read is not a swap of ours; never fail the block for it
+                topics = log["topics"]
+                if topics and _hex_bytes(topics[0]) == _SYNC_V2_BYTES:
+                    key = (str(log["address"]).lower(), str(log["transactionHash"]))
+                    last_sync[key] = (_quantity(log["logIndex"]), *_decode_sync(log))
+                    continue
+                event = decode_swap_event(log)
+                if event is None:
+                    continue
+                reserves = None
+                if event.kind == "uniswap_v2":
+                    sync = last_sync.get((event.address.lower(), event.tx_hash))
+                    if sync is not None and sync[0] == event.log_index - 1:
+                        reserves = (sync[1], sync[2])
+                rec = self._record(event, reserves)
+            except (KeyError, ValueError, TypeError, DataError):
+                continue  # a log we cannot read is not a swap of ours; never fail the block
             if rec is not None:
                 out.setdefault(rec.block, []).append(rec)
         for recs in out.values():
             recs.sort(key=lambda r: (r.tx_index, r.log_index))
         return out
 
-    def decode_swap(self, log: dict[str, Any]) -> SwapRecord | None:
-        """A raw ``eth_getLogs`` entry -> :class:`SwapRecord` (None for other events/pools)."""
-        address = to_checksum_address(log["address"])
-        meta = self.meta.get(address)
-        if meta is None or log.get("removed"):
+    def decode_swap(self, log: Mapping[str, Any]) -> SwapRecord | None:
+        """A raw ``eth_getLogs`` Swap entry of a known pool -> :class:`SwapRecord`
+        (None for other events or pools). A V2 swap's ``price_after`` is its execution
+        price here; :meth:`poll` uses the pair's ``Sync`` reserves instead."""
+        event = decode_swap_event(log)
+        return None if event is None else self._record(event, None)
+
+    def _record(self, event: SwapEvent, reserves: tuple[int, int] | None) -> SwapRecord | None:
+        meta = self.meta.get(event.address)
+        if meta is None or meta.kind != event.kind:
             return None
-        topics = [t if isinstance(t, str) else "0x" + bytes(t).hex() for t in log["topics"]]
-        data = (
-            bytes.fromhex(log["data"][2:]) if isinstance(log["data"], str) else bytes(log["data"])
-        )
-        if topics[0] == TOPIC_SWAP_V3 and meta.kind == "uniswap_v3":
-            amount0, amount1, sqrt_price_x96, _liquidity, _tick = decode(
-                ["int256", "int256", "uint160", "uint128", "int24"], data
-            )
-            price = meta.price_from_sqrt(sqrt_price_x96)
-            sender = to_checksum_address("0x" + topics[1][-40:])
-            recipient = to_checksum_address("0x" + topics[2][-40:])
-        elif topics[0] == TOPIC_SWAP_V2 and meta.kind == "uniswap_v2":
-            a0in, a1in, a0out, a1out = decode(["uint256", "uint256", "uint256", "uint256"], data)
-            amount0, amount1 = a0in - a0out, a1in - a1out
-            price = math.nan
-            sender = to_checksum_address("0x" + topics[1][-40:])
-            recipient = to_checksum_address("0x" + topics[2][-40:])
+        if meta.quote_is_token0:
+            base, quote = event.amount1, event.amount0
         else:
-            return None
-        base, quote = (amount1, amount0) if meta.quote_is_token0 else (amount0, amount1)
-        dq = meta.decimals0 if meta.quote_is_token0 else meta.decimals1
-        direction = 1 if base < 0 else (-1 if base > 0 else 0)
-        if math.isnan(price) and base != 0:
-            db = meta.decimals1 if meta.quote_is_token0 else meta.decimals0
-            price = abs(quote / 10**dq) / abs(base / 10**db)
+            base, quote = event.amount0, event.amount1
+        dq = 10**meta.quote_decimals
+        if event.sqrt_price_x96 is not None:
+            price = meta.price_from_sqrt(event.sqrt_price_x96) if event.sqrt_price_x96 else math.nan
+        elif reserves is not None and reserves[0] and reserves[1]:
+            price = meta.price_from_reserves(*reserves)
+        elif base != 0:
+            price = (abs(quote) / dq) / (abs(base) / 10**meta.base_decimals)
+        else:
+            price = math.nan
         return SwapRecord(
-            pool=self.pool_id(address),
-            block=int(log["blockNumber"], 16),
-            tx_index=int(log["transactionIndex"], 16),
-            log_index=int(log["logIndex"], 16),
-            tx_hash=str(log["transactionHash"]),
-            sender=sender,
-            recipient=recipient,
-            amount0=int(amount0),
-            amount1=int(amount1),
-            direction=direction,
-            volume_quote=abs(quote) / 10**dq,
+            pool=self.pool_id(event.address),
+            block=event.block,
+            tx_index=event.tx_index,
+            log_index=event.log_index,
+            tx_hash=event.tx_hash,
+            sender=event.sender,
+            recipient=event.recipient,
+            amount0=event.amount0,
+            amount1=event.amount1,
+            direction=1 if base < 0 else (-1 if base > 0 else 0),
+            volume_quote=abs(quote) / dq,
             price_after=price,
         )

@@ -205,6 +205,16 @@ class ChainConfig(_Model):
     def _multicall(cls, value: str | None) -> str | None:
         return None if value is None else _address(value)
 
+    @field_validator("rpc")
+    @classmethod
+    def _needs_http(cls, value: list[str]) -> list[str]:
+        # ws(s):// endpoints only carry the eth_subscribe newHeads stream.
+        if not any(u.startswith(("http://", "https://")) for u in value):
+            raise ValueError(
+                "at least one http(s):// URL is needed (ws:// URLs only stream new heads)"
+            )
+        return value
+
 
 def _address(value: str) -> str:
     if not isinstance(value, str) or not is_hex_address(value):

@@ -93,6 +93,8 @@ class _ChainRuntime:
     processed: int = -1
     blocks_seen: int = 0
     telemetry_at: dict[str, float] = field(default_factory=dict)
+    tick: asyncio.Event = field(default_factory=asyncio.Event)
+    tick_seconds: float = 2.0
 
 
 def run_daemon(path: Path) -> int:
@@ -207,6 +209,16 @@ class Daemon:
         )
         scheduler.add_job(self._housekeeping, "interval", hours=1, id="housekeeping")
         scheduler.add_job(self._plan_calendar, "interval", hours=12, id="calendar-plan")
+        for rt in self.chains.values():
+            # Polling where no new-heads stream wakes the chain: "head" polls fast over
+            # HTTP, or every 2 s as a safety net under an eth_subscribe newHeads stream.
+            if rt.cfg.poll_interval == "head":
+                rt.tick_seconds = 2.0 if rt.adapter.rpc.ws_urls else 0.2
+            else:
+                rt.tick_seconds = float(rt.cfg.poll_interval)
+            scheduler.add_job(
+                rt.tick.set, "interval", seconds=rt.tick_seconds, id=f"poll-{rt.cfg.name}"
+            )
         if self.notifier.watchdog_interval:
             scheduler.add_job(
                 self._watchdog, "interval", seconds=self.notifier.watchdog_interval, id="watchdog"
@@ -248,7 +260,7 @@ class Daemon:
             if http_runner is not None:
                 await http_runner.cleanup()
             for rt in self.chains.values():
-                await rt.adapter.rpc.close()
+                await rt.adapter.close()
             self._checkpoint()
             self.store.close()
 
@@ -295,7 +307,8 @@ class Daemon:
                     endpoint=rt.adapter.rpc.current_label,
                     pools=len(rt.adapter.meta),
                     degraded=len(rt.adapter.degraded),
-                    multicall=rt.adapter._use_multicall,
+                    multicall=rt.adapter.uses_multicall,
+                    new_heads="ws" if rt.adapter.rpc.ws_urls else "polling",
                 )
                 break
             except TransientError as exc:
@@ -305,7 +318,6 @@ class Daemon:
                 self.stop.set()
                 return
             backoff = await self._sleep(stop, backoff)
-        interval = 0.2 if rt.cfg.poll_interval == "head" else float(rt.cfg.poll_interval)
         backoff = 0.5
         while not stop.is_set():
             try:
@@ -335,8 +347,23 @@ class Daemon:
                 self.fatal = f"chain {name}: {exc}"
                 self.stop.set()
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+            await self._next_poll(rt, stop)
+
+    async def _next_poll(self, rt: _ChainRuntime, stop: asyncio.Event) -> None:
+        """Wait for the next reason to poll: a new head on a ws:// endpoint
+        (``eth_subscribe newHeads``), the chain's APScheduler polling tick, or stop."""
+        rt.tick.clear()
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(rt.tick.wait()),
+            asyncio.ensure_future(stop.wait()),
+        ]
+        if rt.adapter.rpc.ws_urls:
+            waiters.append(asyncio.ensure_future(rt.adapter.wait_new_head(rt.tick_seconds)))
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
     def _chain_error(self, rt: _ChainRuntime, exc: Exception) -> None:
         text = str(exc)
@@ -540,8 +567,7 @@ class Daemon:
             rt = self.chains.get(name)
             if rt is None or cursor.get("chain_id") != rt.cfg.chain_id:
                 continue
-            rt.adapter.next_block = cursor["next_block"]
-            rt.adapter.hashes.update(cursor["hashes"])
+            rt.adapter.restore(cursor["next_block"], cursor["hashes"])
             rt.processed = cursor["next_block"] - 1
         log.info(
             "checkpoint restored",
