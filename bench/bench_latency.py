@@ -52,7 +52,7 @@ qos = 1
 [[chains]]
 name = "bench"
 chain_id = {chain_id}
-rpc = ["{rpc}"]
+rpc = [{rpc}]
 poll_interval = "head"
 
 [[pools]]
@@ -78,7 +78,8 @@ def run(transport: str, firings: int) -> list[float]:
         chain = DevChain(node.url)
         market = deploy_demo_market(chain, eth_price=3000.0, block_interval=None)
         pool = market.v3_500
-        rpc = node.url if transport == "http" else node.url.replace("http://", "ws://")
+        ws = node.url.replace("http://", "ws://")
+        rpc = f'"{node.url}"' if transport == "http" else f'"{node.url}", "{ws}"'
         with tempfile.TemporaryDirectory() as tmp:
             cfg = Path(tmp) / "alvh.toml"
             cfg.write_text(config(rpc, market.chain_id, pool, broker.url, Path(tmp) / "state"))

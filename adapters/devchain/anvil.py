@@ -14,7 +14,10 @@ Guarantees:
   process (no zombie); it runs at interpreter exit too, and on Linux anvil gets
   SIGTERM from the kernel if the Python thread that started it dies abruptly;
 - anvil's output is drained continuously (it logs every request, and a full pipe
-  would block it) and the last lines are kept for error messages.
+  would block it) and the last lines are kept for error messages;
+- disk use is bounded: anvil spills old block states to disk (about 10 MB a block with
+  a few hundred pools, unbounded by default), so it gets a private ``--cache-path``
+  removed by :meth:`Anvil.stop` and at most :data:`MAX_PERSISTED_STATES` states on it.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import collections
 import ctypes
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +47,8 @@ ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 DEFAULT_CHAIN_ID = 31337
 
 _LISTENING_RE = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
+#: Old block states anvil may keep on disk (beyond those it keeps in memory).
+MAX_PERSISTED_STATES = 64
 _LOG_TAIL_LINES = 60
 _PR_SET_PDEATHSIG = 1
 
@@ -139,6 +146,7 @@ class Anvil:
         self.startup_timeout = startup_timeout
         self._binary = binary
         self._extra_args = tuple(extra_args)
+        self._cache_dir: str | None = None
         self._process: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=_LOG_TAIL_LINES)
@@ -178,6 +186,9 @@ class Anvil:
     def command(self) -> list[str]:
         """The full command line :meth:`start` runs."""
         args = [str(find_anvil(self._binary)), "--host", "127.0.0.1", "--port", "0"]
+        args += ["--max-persisted-states", str(MAX_PERSISTED_STATES)]
+        if self._cache_dir is not None:
+            args += ["--cache-path", self._cache_dir]
         args += ["--chain-id", str(self.chain_id), "--accounts", str(self.accounts)]
         args += ["--order", "fifo"]
         if self.block_time is not None:
@@ -196,6 +207,7 @@ class Anvil:
         """Start anvil and wait until it listens. Raises if it is already running."""
         if self._process is not None:
             raise AnvilStartError("this Anvil was already started; make a new one")
+        self._cache_dir = tempfile.mkdtemp(prefix="alvh-anvil-")
         command = self.command()
         try:
             process = subprocess.Popen(
@@ -275,6 +287,9 @@ class Anvil:
             process.stdout.close()
         self._port = None
         atexit.unregister(self.stop)
+        if self._cache_dir is not None:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+            self._cache_dir = None
 
     def __enter__(self) -> Self:
         return self.start()
