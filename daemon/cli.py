@@ -40,6 +40,85 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and its rules")
     check.add_argument("file", type=Path)
 
+    bt = sub.add_parser("backtest", help="replay history through the same pipeline")
+    bt.add_argument("-c", "--config", required=True, type=Path)
+    bt.add_argument(
+        "--data", required=True, action="append", help="data file, folder or glob (repeatable)"
+    )
+    bt.add_argument(
+        "--out",
+        type=Path,
+        default=Path("backtest-out"),
+        help="output folder (default: %(default)s)",
+    )
+    bt.add_argument(
+        "--format",
+        choices=["auto", "csv", "klines", "subgraph", "minute", "hourly"],
+        default="auto",
+        help="data format (default: detected from the file)",
+    )
+    bt.add_argument(
+        "--price", choices=["token0Price", "token1Price"], default=None, help="subgraph price field"
+    )
+    bt.add_argument(
+        "--from", dest="start", default=None, help="start time (ISO 8601 or unix seconds)"
+    )
+    bt.add_argument("--to", dest="end", default=None, help="end time (ISO 8601 or unix seconds)")
+    bt.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip and count malformed rows instead of failing",
+    )
+    bt.add_argument(
+        "--fee",
+        type=float,
+        default=None,
+        help="pool fee as a fraction (0.003), overriding the data",
+    )
+    bt.add_argument(
+        "--interval",
+        default=None,
+        help="bar interval (e.g. 1h), overriding [bars] interval; not finer than the data",
+    )
+    bt.add_argument(
+        "--spread",
+        type=float,
+        default=None,
+        help="option bid/ask spread (fraction), replacing every layer's hedge.spread",
+    )
+    bt.add_argument(
+        "--close-at",
+        choices=["resolution", "expiry"],
+        default="resolution",
+        help="sell each hedge when its layer resolves, or hold it to expiry (default: %(default)s)",
+    )
+    bt.add_argument(
+        "--drawdown",
+        type=float,
+        default=0.2,
+        help="price fall (fraction) that makes a drawdown in the report (default: %(default)s)",
+    )
+    bt.add_argument(
+        "--notional",
+        type=float,
+        default=10_000.0,
+        help="value of the full-range position of pools with none configured (default: 10000)",
+    )
+    bt.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="PATH=V1,V2,...",
+        help="parameter sweep, e.g. layers.L2.when=1.5,2,2.5 (repeatable: a grid)",
+    )
+    bt.add_argument(
+        "--jobs", type=int, default=0, help="parallel processes for --sweep (default: CPU count)"
+    )
+    bt.add_argument("--no-chart", action="store_true", help="skip chart.png / report.html")
+    bt.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)"
+    )
+
     demo = sub.add_parser(
         "demo", help="local end-to-end demo: anvil + Uniswap V3 + mosquitto + alvh"
     )
@@ -72,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from daemon.service import run_daemon  # noqa: PLC0415 - lazy: keep check-config fast
 
             return run_daemon(args.config)
+        if args.command == "backtest":
+            from daemon.backtest import run_backtest_command  # noqa: PLC0415 - lazy: keep check-config fast
+
+            return run_backtest_command(args)
         if args.command == "demo":
             from daemon.demo import run_demo  # noqa: PLC0415 - lazy: keep check-config fast
 

@@ -90,9 +90,27 @@ for (_s, _g), (_n, _e) in TRANSITIONS.items():
 
 # Plain ints for the hot path (enum attribute access is slow in numpy expressions).
 _INACTIVE, _PENDING, _FIRING = int(State.INACTIVE), int(State.PENDING), int(State.FIRING)
-_HOLD, _ACTIVATE, _FIRE, _DROP = int(Signal.HOLD), int(Signal.ACTIVATE), int(Signal.FIRE), int(Signal.DROP)
+_HOLD, _ACTIVATE, _FIRE, _DROP = (
+    int(Signal.HOLD),
+    int(Signal.ACTIVATE),
+    int(Signal.FIRE),
+    int(Signal.DROP),
+)
 _CLEAR_START, _CLEAR_RESET = int(Signal.CLEAR_START), int(Signal.CLEAR_RESET)
 _RESOLVE, _REPEAT = int(Signal.RESOLVE), int(Signal.REPEAT)
+
+
+# Lookups for the transition loop: enum construction and tuple-keyed dict lookups cost
+# about a microsecond each, and a busy step has tens of transitions.
+_STATE_OF: tuple[State, ...] = tuple(State)
+_SIGNAL_OF: tuple[Signal, ...] = tuple(Signal)
+_EVENT_OF: tuple[tuple[EventKind | None, ...], ...] = tuple(
+    tuple(
+        TRANSITIONS[(state, signal)][1] if (state, signal) in TRANSITIONS else None
+        for signal in Signal
+    )
+    for state in State
+)
 
 
 class IllegalTransitionError(RuntimeError):
@@ -181,6 +199,7 @@ class LayerEngine:
         # Whether the current firing has been notified (False while inhibited).
         self.notified = np.zeros(shape, dtype=np.bool_)
         self._all = np.arange(n_pools, dtype=np.int64)
+        self._cooldowns = np.array([[spec.cooldown] for spec in self.layers], dtype=np.int64)
 
     @property
     def names(self) -> frozenset[str]:
@@ -205,11 +224,13 @@ class LayerEngine:
         *,
         block: int = 0,
         block_hash: str = "",
+        events_only: bool = False,
     ) -> list[Transition]:
         """Evaluate every layer on the pools ``rows`` at ``time``.
 
         ``features`` maps each feature name to an array aligned with ``rows``.
-        Returns the transitions in layer order, then row order.
+        Returns the transitions in layer order, then row order; with ``events_only``
+        only those that carry an event (the state machines move exactly the same).
         """
         if rows.size == 0:
             return []
@@ -236,7 +257,9 @@ class LayerEngine:
                 f"layer {self.layers[li].name}, row {crow[ci]}: no transition for "
                 f"{State(int(states[li, ci])).name} on {Signal(int(csig[li, ci])).name}"
             )
-        return self._apply(time, cols, crow, features, states, csig, nxt, block, block_hash)
+        return self._apply(
+            time, cols, crow, features, states, csig, nxt, block, block_hash, events_only
+        )
 
     def _signals(
         self,
@@ -297,22 +320,34 @@ class LayerEngine:
         nxt: NDArray[np.int8],
         block: int,
         block_hash: str,
+        events_only: bool = False,
     ) -> list[Transition]:
         """Apply the transitions of the active columns ``cols`` (pool rows ``rows``)."""
         out: list[Transition] = []
-        # Timers, vectorised per signal.
-        for li in range(len(self.layers)):
-            sig = signals[li]
-            self.since[li, rows[sig == _ACTIVATE]] = time
-            fire = sig == _FIRE
-            self.since[li, rows[fire & (states[li] == _INACTIVE)]] = time
-            self.clear_since[li, rows[fire]] = NO_TIME
-            self.clear_since[li, rows[sig == _CLEAR_START]] = time
-            self.clear_since[li, rows[sig == _CLEAR_RESET]] = NO_TIME
-            self.since[li, rows[sig == _DROP]] = NO_TIME
-            r_res = rows[sig == _RESOLVE]
-            self.cooldown_until[li, r_res] = time + self.layers[li].cooldown
-            self.clear_since[li, r_res] = NO_TIME
+        # Timers, vectorised over layers and columns (a column gets one signal per layer,
+        # so the masks below are disjoint and their order does not matter).
+        fire = signals == _FIRE
+        starts = (signals == _ACTIVATE) | (fire & (states == _INACTIVE))
+        drops = signals == _DROP
+        if starts.any() or drops.any():
+            since = self.since[:, rows]
+            since[starts] = time
+            since[drops] = NO_TIME
+            self.since[:, rows] = since
+        resolve = signals == _RESOLVE
+        clear_start = signals == _CLEAR_START
+        clear_stop = fire | resolve | (signals == _CLEAR_RESET)
+        if clear_start.any() or clear_stop.any():
+            clear_since = self.clear_since[:, rows]
+            clear_since[clear_start] = time
+            clear_since[clear_stop] = NO_TIME
+            self.clear_since[:, rows] = clear_since
+        if resolve.any():
+            cooldown_until = self.cooldown_until[:, rows]
+            cooldown_until[resolve] = np.broadcast_to(time + self._cooldowns, resolve.shape)[
+                resolve
+            ]
+            self.cooldown_until[:, rows] = cooldown_until
 
         # Inhibition is decided on the states after this step; it can only change in
         # columns where some layer changed, i.e. these.
@@ -321,24 +356,33 @@ class LayerEngine:
         new_inhibitor = self._inhibitors(nxt)
 
         changed = (nxt != states) | (signals == _REPEAT)
-        for li, ci in zip(*np.nonzero(changed), strict=True):
-            inh = int(new_inhibitor[li, ci])
-            out.append(
-                self._transition(
-                    int(li),
-                    int(ci),
-                    int(cols[ci]),
-                    rows,
-                    features,
-                    time,
-                    State(int(states[li, ci])),
-                    State(int(nxt[li, ci])),
-                    Signal(int(signals[li, ci])),
-                    self.layers[inh].name if inh >= 0 else None,
-                    block,
-                    block_hash,
+        where_li, where_ci = np.nonzero(changed)
+        if where_li.size:
+            state_list, next_list, signal_list = states.tolist(), nxt.tolist(), signals.tolist()
+            inhibitor_list = new_inhibitor.tolist()
+            cols_list = cols.tolist()
+            for li, ci in zip(where_li.tolist(), where_ci.tolist(), strict=True):
+                prev = state_list[li][ci]
+                sig = signal_list[li][ci]
+                if events_only and _EVENT_OF[prev][sig] is None:
+                    continue
+                inh = inhibitor_list[li][ci]
+                out.append(
+                    self._transition(
+                        li,
+                        ci,
+                        cols_list[ci],
+                        rows,
+                        features,
+                        time,
+                        _STATE_OF[prev],
+                        _STATE_OF[next_list[li][ci]],
+                        _SIGNAL_OF[sig],
+                        self.layers[inh].name if inh >= 0 else None,
+                        block,
+                        block_hash,
+                    )
                 )
-            )
         # Lower layers still firing whose inhibitor just went away: notify them now.
         released = (
             (old_inhibitor >= 0)
@@ -389,7 +433,7 @@ class LayerEngine:
         block_hash: str,
     ) -> Transition:
         row = int(rows[ci])
-        event = TRANSITIONS[(prev, sig)][1]
+        event = _EVENT_OF[prev][sig]
         notify = True
         if event == "firing":
             notify = inhibited_by is None

@@ -12,7 +12,12 @@ Guarantees:
   is restored for that chain's pools and a ``retracted`` alert is produced for
   every notified ``firing`` whose block was discarded;
 - :meth:`Pipeline.get_state` / :meth:`Pipeline.set_state` round-trip bit-exactly
-  (warm restarts).
+  (warm restarts);
+- :meth:`Pipeline.step_many` (a batch of steps over a table of samples, what a replay
+  or a catch-up feeds) is exactly the sequence of :meth:`Pipeline.step` calls it stands
+  for: the same alerts, in the same order, with the same ids, and the same state after;
+  it runs the same per-step code, minus what a batch can do once (validation, calendar
+  scales) and what it was told it does not need (layer statuses).
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rules.alert import ALERT_VALUE_NAMES, Alert, LayerStatus, alert_id
-from rules.calendar import CalendarWindow, threshold_scale
+from rules.calendar import CalendarWindow, threshold_scale, threshold_scale_series
 from rules.engine import LayerEngine, LayerSpec, State, Transition
-from rules.features import FeatureEngine, FeatureParams, FeatureSnapshot
+from rules.features import ENGINE_FEATURES, FeatureEngine, FeatureParams, FeatureSnapshot
 from rules.hedge import Position, recommend
 from rules.types import PoolId, PoolSample
 
@@ -88,6 +93,26 @@ class StepResult:
     transitions: list[Transition] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class BatchResult:
+    """What :meth:`Pipeline.step_many` produced over ``times`` (``T`` steps, ``K`` pools).
+
+    ``alerts``, ``suppressed`` and ``layers`` are the concatenation of the per-step lists.
+    ``states[t, li, row]`` is the state (:class:`~rules.engine.State` value) of layer ``li``
+    (engine order) on pool ``row`` after step ``t``; ``values[name][t, row]`` the feature
+    ``name`` of pool ``row`` at step ``t`` for each requested name (NaN where the pool had
+    no sample); ``threshold_scale[t]`` the calendar scale at step ``t``.
+    """
+
+    times: NDArray[np.int64]
+    states: NDArray[np.int8]
+    values: dict[str, NDArray[np.float64]]
+    threshold_scale: NDArray[np.float64]
+    alerts: list[Alert] = field(default_factory=list)
+    suppressed: list[Alert] = field(default_factory=list)
+    layers: list[LayerStatus] = field(default_factory=list)
+
+
 _Columns = tuple[
     NDArray[np.float64],
     NDArray[np.float64],
@@ -96,6 +121,9 @@ _Columns = tuple[
     NDArray[np.int64],
     NDArray[np.int64],
 ]
+
+
+_SAMPLE_COLUMNS = ("price", "tvl", "tick_tvl", "volume", "swaps", "mev_swaps")
 
 
 @dataclass(slots=True)
@@ -138,6 +166,8 @@ class Pipeline:
             extra = tuple(sorted(n for n in layer.names if n not in ALERT_VALUE_NAMES))
             self._value_names.append(ALERT_VALUE_NAMES + extra)
         self._entry_price: dict[int, float] = {}
+        # Mirror of `_entry_price`'s keys, so that a step checks its rows in one operation.
+        self._entry_known = np.zeros(len(self.pools), dtype=np.bool_)
         self._journals: dict[str, _ChainJournal] = {}
         for chain in sorted({info.pool.chain for info in self.pools}):
             rows = np.array(
@@ -182,16 +212,18 @@ class Pipeline:
         ``chain`` enables reorg rollback for that chain's pools (live mode); the
         backtest leaves it ``None``.
         """
-        # Copies: the journal keeps them for a reorg replay, whatever the caller does next.
-        columns: _Columns = (
-            np.array(price, dtype=np.float64),
-            np.array(tvl, dtype=np.float64),
-            np.array(tick_tvl, dtype=np.float64),
-            np.array(volume, dtype=np.float64),
-            np.array(swaps, dtype=np.int64),
-            np.array(mev_swaps, dtype=np.int64),
-        )
         journal = self._journals.get(chain) if chain is not None else None
+        # Copies only for the journal, which keeps them for a reorg replay whatever the
+        # caller does next; the feature engine itself never keeps the caller's arrays.
+        convert = np.array if journal is not None else np.asarray
+        columns: _Columns = (
+            convert(price, dtype=np.float64),
+            convert(tvl, dtype=np.float64),
+            convert(tick_tvl, dtype=np.float64),
+            convert(volume, dtype=np.float64),
+            convert(swaps, dtype=np.int64),
+            convert(mev_swaps, dtype=np.int64),
+        )
         if journal is not None:
             self._journal_before(journal, time, block, block_hash, rows, columns)
         result = self._step(time, rows, columns, block, block_hash, replay=False)
@@ -237,24 +269,33 @@ class Pipeline:
         block_hash: str,
         *,
         replay: bool,
+        scale: float | None = None,
+        statuses: bool = True,
     ) -> StepResult:
         snapshot = self.features.update(time, rows, *columns)
-        scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
+        if scale is None:
+            scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
         values: dict[str, NDArray[np.float64]] = dict(snapshot.values)
         values["threshold_scale"] = np.full(rows.size, scale)
-        for i, row in enumerate(rows.tolist()):
-            if row not in self._entry_price:
-                self._entry_price[row] = float(columns[0][i])
-        transitions = self.engine.evaluate(time, rows, values, block=block, block_hash=block_hash)
+        new_rows = ~self._entry_known[rows]
+        if new_rows.any():
+            for i in np.flatnonzero(new_rows).tolist():
+                self._entry_price[int(rows[i])] = float(columns[0][i])
+            self._entry_known[rows[new_rows]] = True
+        # Without statuses only event transitions matter: the engine skips building the rest.
+        transitions = self.engine.evaluate(
+            time, rows, values, block=block, block_hash=block_hash, events_only=not statuses
+        )
         result = StepResult(
             time=time, snapshot=snapshot, threshold_scale=scale, transitions=transitions
         )
-        if replay:
+        if replay or not transitions:
             return result
-        col_of = {int(r): i for i, r in enumerate(rows.tolist())} if transitions else {}
+        col_of = {int(r): i for i, r in enumerate(rows.tolist())}
         for tr in transitions:
             ci = col_of[tr.row]
-            result.layers.append(self._status(tr, values, ci))
+            if statuses:
+                result.layers.append(self._status(tr, values, ci))
             if tr.event is None:
                 continue
             alert = self._alert(tr, values, ci, scale)
@@ -262,6 +303,115 @@ class Pipeline:
                 result.alerts.append(alert)
             else:
                 result.suppressed.append(alert)
+        return result
+
+    def step_many(
+        self,
+        times: NDArray[np.int64],
+        price: NDArray[np.float64],
+        tvl: NDArray[np.float64],
+        tick_tvl: NDArray[np.float64],
+        volume: NDArray[np.float64],
+        swaps: NDArray[np.int64],
+        mev_swaps: NDArray[np.int64],
+        *,
+        present: NDArray[np.bool_] | None = None,
+        blocks: NDArray[np.int64] | None = None,
+        block_hash: str = "",
+        keep: Sequence[str] = (),
+        statuses: bool = True,
+    ) -> BatchResult:
+        """Step through a table of samples: ``T`` times, one column per pool row.
+
+        Every sample argument has shape ``(T, K)`` (``K`` = number of pools); ``present``
+        (default: everywhere) says which pools have a sample at each time, the other
+        cells are ignored. Step ``t`` is exactly ``step(times[t], rows_t, price[t, rows_t],
+        ..., block=blocks[t], block_hash=block_hash)`` with ``rows_t`` the present rows
+        (a time with none is skipped), without a chain (no reorg journal). ``keep`` names
+        the features (or ``threshold_scale``) to return per step; ``statuses=False`` skips
+        building the layer statuses (the retained-topic payloads) nobody will publish.
+        """
+        stamps = np.asarray(times, dtype=np.int64)
+        n_steps, n_pools = stamps.size, len(self.pools)
+        table = (price, tvl, tick_tvl, volume, swaps, mev_swaps)
+        for name, column in zip(_SAMPLE_COLUMNS, table, strict=True):
+            if np.shape(column) != (n_steps, n_pools):
+                raise ValueError(
+                    f"step_many: {name} must have shape ({n_steps}, {n_pools}), "
+                    f"got {np.shape(column)}"
+                )
+        unknown = sorted(set(keep) - set(ENGINE_FEATURES) - {"threshold_scale"})
+        if unknown:
+            raise ValueError(f"step_many: unknown features to keep: {unknown}")
+        if n_steps > 1 and not bool(np.all(np.diff(stamps) >= 0)):
+            raise ValueError("step_many: times must be non-decreasing")
+        block_numbers = (
+            np.zeros(n_steps, dtype=np.int64)
+            if blocks is None
+            else np.asarray(blocks, dtype=np.int64)
+        )
+        if block_numbers.shape != (n_steps,):
+            raise ValueError(f"step_many: blocks must have shape ({n_steps},)")
+        mask = None if present is None else np.asarray(present, dtype=np.bool_)
+        if mask is not None and mask.shape != (n_steps, n_pools):
+            raise ValueError(f"step_many: present must have shape ({n_steps}, {n_pools})")
+        # The calendar at every time at once; the same products as threshold_scale().
+        scales = (
+            threshold_scale_series(self.spec.calendar, stamps)
+            if self.spec.calendar
+            else np.ones(n_steps)
+        )
+        columns_of: tuple[NDArray[Any], ...] = (
+            np.asarray(price, dtype=np.float64),
+            np.asarray(tvl, dtype=np.float64),
+            np.asarray(tick_tvl, dtype=np.float64),
+            np.asarray(volume, dtype=np.float64),
+            np.asarray(swaps, dtype=np.int64),
+            np.asarray(mev_swaps, dtype=np.int64),
+        )
+        result = BatchResult(
+            times=stamps.copy(),
+            states=np.empty((n_steps, len(self.engine.layers), n_pools), dtype=np.int8),
+            values={name: np.full((n_steps, n_pools), np.nan) for name in keep},
+            threshold_scale=scales,
+        )
+        all_rows = np.arange(n_pools, dtype=np.int64)
+        everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
+        kept = [name for name in keep if name != "threshold_scale"]
+        for t in range(n_steps):
+            columns: _Columns
+            if everywhere is None or everywhere[t]:
+                rows = all_rows
+                columns = tuple(column[t] for column in columns_of)
+            else:
+                assert mask is not None
+                rows = np.flatnonzero(mask[t]).astype(np.int64)
+                if rows.size == 0:
+                    result.states[t] = self.engine.state
+                    continue
+                columns = tuple(column[t, rows] for column in columns_of)
+            step = self._step(
+                int(stamps[t]),
+                rows,
+                columns,
+                int(block_numbers[t]),
+                block_hash,
+                replay=False,
+                scale=float(scales[t]),
+                statuses=statuses,
+            )
+            result.states[t] = self.engine.state
+            if step.alerts:
+                result.alerts.extend(step.alerts)
+            if step.suppressed:
+                result.suppressed.extend(step.suppressed)
+            if step.layers:
+                result.layers.extend(step.layers)
+            snapshot_values = step.snapshot.values
+            for name in kept:
+                result.values[name][t, rows] = snapshot_values[name]
+            if "threshold_scale" in result.values:
+                result.values["threshold_scale"][t, rows] = scales[t]
         return result
 
     def _row_values(
@@ -498,6 +648,8 @@ class Pipeline:
             self.features.set_state(state["features"])
             self.engine.set_state(state["engine"])
             self._entry_price = {int(k): float(v) for k, v in state["entry_price"].items()}
+            self._entry_known[:] = False
+            self._entry_known[list(self._entry_price)] = True
             for chain, journal in self._journals.items():
                 journal.last_block = int(state["last_block"].get(chain, -1))
                 journal.fired = deque(state["fired"].get(chain, []))
