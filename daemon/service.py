@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -81,6 +82,7 @@ TELEMETRY_FEATURES = (
 )
 
 CHECKPOINT_KEY = "checkpoint.v1"
+_M_MMAP_THRESHOLD = -3  # mallopt(3) parameter number in glibc
 
 
 @dataclass(slots=True)
@@ -97,6 +99,19 @@ class _ChainRuntime:
     tick_seconds: float = 2.0
 
 
+def _pin_malloc_mmap_threshold() -> None:
+    """Keep RSS flat over months: glibc raises its mmap threshold each time a large
+    block is freed, after which big numpy buffers (feature state copies made for reorg
+    rollback) come from the heap and fragment it. A fixed threshold (which also turns
+    off the dynamic adjustment) keeps every buffer >= 128 KiB in its own mapping,
+    returned to the kernel when freed. No-op outside glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_daemon(path: Path) -> int:
     """``alvh run -c FILE``."""
     try:
@@ -104,6 +119,7 @@ def run_daemon(path: Path) -> int:
     except ConfigError as exc:
         raise UserError(exc.errors) from None
     logs.configure(cfg.daemon.log_format, cfg.daemon.log_level)
+    _pin_malloc_mmap_threshold()
     daemon = Daemon(cfg, path)
     return asyncio.run(daemon.main())
 
