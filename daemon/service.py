@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -433,21 +432,8 @@ class Daemon:
         if not block.samples:
             return
         t0 = time.perf_counter()
-        samples = block.samples
-        rows = np.array([rt.rows[s.pool.address] for s in samples], dtype=np.int64)
-        result = self.pipeline.step(
-            block.timestamp,
-            rows,
-            np.array([s.price for s in samples]),
-            np.array([s.tvl for s in samples]),
-            np.array([s.tick_tvl for s in samples]),
-            np.array([s.volume for s in samples]),
-            np.array([s.swaps for s in samples], dtype=np.int64),
-            np.array([s.mev_swaps for s in samples], dtype=np.int64),
-            block=block.number,
-            block_hash=block.hash,
-            chain=rt.cfg.name,
-        )
+        # One block of one chain: all its samples share time, block and hash -> one step.
+        (result,) = self.pipeline.step_samples(block.samples)
         self.metrics.step_seconds.observe(time.perf_counter() - t0)
         self._emit(result.alerts, result.suppressed, result.layers)
         self._telemetry(rt, result)
