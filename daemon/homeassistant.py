@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from daemon import __version__
+from daemon.jobs import on_loop
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -335,7 +336,11 @@ def attach(daemon: Daemon) -> HomeAssistantDiscovery | None:
     ha.refresh()
     daemon.publisher.subscribe(f"{ha.discovery_prefix}/status", ha.on_ha_status)
     daemon.scheduler.add_job(
-        ha.tick, "interval", seconds=REFRESH_SECONDS, id="homeassistant", replace_existing=True
+        on_loop(ha.tick),
+        "interval",
+        seconds=REFRESH_SECONDS,
+        id="homeassistant",
+        replace_existing=True,
     )
     return ha
 

@@ -1,0 +1,22 @@
+"""APScheduler jobs that run on the event loop.
+
+APScheduler 3's ``AsyncIOExecutor`` runs coroutine functions on the event loop but
+plain functions in a thread pool. Every piece of daemon state (pipeline arrays, the
+SQLite connection, asyncio events, the MQTT client) belongs to the event loop thread,
+so a job running in another thread could read half-updated state or corrupt it.
+:func:`on_loop` turns a plain function into a coroutine function so that it always
+runs on the loop, between two awaits of the other tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+def on_loop(func: Callable[..., object]) -> Callable[..., Coroutine[Any, Any, None]]:
+    async def job(*args: Any, **kwargs: Any) -> None:
+        func(*args, **kwargs)
+
+    job.__name__ = job.__qualname__ = getattr(func, "__name__", "job")
+    return job

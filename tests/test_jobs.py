@@ -1,0 +1,42 @@
+"""Every APScheduler job of the daemon runs on the event loop (never in a thread pool,
+where it would race with the pipeline, the SQLite connection and asyncio events)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import tomllib
+from pathlib import Path
+
+from daemon.config import parse_config
+from daemon.jobs import on_loop
+from daemon.service import Daemon
+from tests.conftest import REPO_ROOT
+
+
+async def test_on_loop_runs_plain_functions_on_the_loop_thread() -> None:
+    seen: list[int] = []
+    job = on_loop(lambda: seen.append(threading.get_ident()))
+    assert inspect.iscoroutinefunction(job)
+    await job()
+    assert seen == [threading.get_ident()]
+
+
+async def test_every_daemon_job_is_a_coroutine(tmp_path: Path) -> None:
+    data = tomllib.loads((REPO_ROOT / "examples" / "alvh.toml").read_text())
+    data["daemon"]["state_dir"] = str(tmp_path)
+    data["mqtt"] = {"url": "mqtt://127.0.0.1:1", "homeassistant": True}  # nothing listens
+    data["chains"][0]["rpc"] = ["http://127.0.0.1:1"]
+    daemon = Daemon(parse_config(data))
+    run = asyncio.create_task(daemon._run_once(True))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if getattr(daemon, "scheduler", None) is not None:
+            break
+    jobs = daemon.scheduler.get_jobs()
+    daemon.stop.set()
+    await asyncio.wait_for(run, 10)
+    assert {j.id for j in jobs} >= {"checkpoint", "housekeeping", "calendar-plan", "poll-ethereum"}
+    for job in jobs:
+        assert inspect.iscoroutinefunction(job.func), job.id
