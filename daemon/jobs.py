@@ -10,11 +10,16 @@ runs on the loop, between two awaits of the other tasks.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 
 def on_loop(func: Callable[..., object]) -> Callable[..., Coroutine[Any, Any, None]]:
+    """``func`` as a coroutine function (returned as is when it already is one)."""
+    if inspect.iscoroutinefunction(func):
+        return cast("Callable[..., Coroutine[Any, Any, None]]", func)
+
     async def job(*args: Any, **kwargs: Any) -> None:
         func(*args, **kwargs)
 

@@ -85,7 +85,8 @@ class Store:
         self.max_rows = max_rows
         self.sent_retention = sent_retention
         self.dropped = 0
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        # One thread only (the event loop): sqlite3 raises if another thread ever touches it.
+        self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a process crash (kill -9); only an OS
         # crash / power loss can lose the last transactions.

@@ -22,6 +22,11 @@ async def test_on_loop_runs_plain_functions_on_the_loop_thread() -> None:
     await job()
     assert seen == [threading.get_ident()]
 
+    async def already() -> None:
+        seen.append(0)
+
+    assert on_loop(already) is already  # a coroutine function is not wrapped again
+
 
 async def test_every_daemon_job_is_a_coroutine(tmp_path: Path) -> None:
     data = tomllib.loads((REPO_ROOT / "examples" / "alvh.toml").read_text())
