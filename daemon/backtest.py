@@ -26,7 +26,9 @@ Guarantees:
   publication order), ``report.json`` (see :mod:`daemon.report`), ``chart.png`` (the
   first pool; ``chart-2.png`` ... for the next ones, up to :data:`MAX_CHARTS`) and
   ``report.html`` embedding them; a summary table on stdout. The progress bar goes to
-  stderr only when stderr is a terminal and ``--quiet`` is not given.
+  stderr only when stderr is a terminal and ``--quiet`` is not given. Large charts
+  (:data:`PARALLEL_CHART_ROWS`) are drawn by ``python -m daemon.chart`` in a second
+  process while this one writes the JSON files; the files are the same either way.
 - **Sweeps** (``--sweep PATH=V1,V2,...``, repeatable: the grid is their product) run
   each setting in its own process (``--jobs``) on the data loaded once, print one table
   with a row per setting and layer, and write ``sweep.json``.
@@ -41,9 +43,12 @@ import json
 import math
 import multiprocessing
 import os
+import pickle
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -57,6 +62,7 @@ from eth_utils.address import to_checksum_address
 from numpy.typing import NDArray
 
 from adapters.replay import ReplayError, ReplaySeries, load, parse_time
+from daemon.chart import ChartJob, render_jobs, write_html
 from daemon.config import Config, ConfigError, parse_config
 from daemon.errors import UserError
 from daemon.report import (
@@ -89,6 +95,10 @@ CHART_FEATURES = ("rsi", "macd", "macd_signal", "macd_hist")
 #: Features kept per step: the chart panes and the volatility that values the hedges.
 KEPT_FEATURES = (*CHART_FEATURES, "realized_vol", "iv")
 MAX_CHARTS = 4
+#: From this many charted rows on, the charts are drawn in a worker process while this
+#: one writes alerts.jsonl and report.json (each takes seconds at that size; the worker
+#: costs about a second to start).
+PARALLEL_CHART_ROWS = 50_000
 MAX_SWEEP_SETTINGS = 64
 #: Steps per pipeline batch (the progress bar moves between batches).
 STEP_CHUNK = 2048
@@ -527,33 +537,114 @@ def write_outputs(run: BacktestRun, out: Path, data: Sequence[str], *, chart: bo
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create the folder: {exc.strerror}") from None
-    written = []
-    alerts_path = out / "alerts.jsonl"
-    with alerts_path.open("wb") as fh:
-        fh.writelines(alert.to_json() + b"\n" for alert in run.batch.alerts)
-    written.append(alerts_path)
-    report_path = out / "report.json"
-    # Compact: the C encoder (indent=None) is ~10x faster on 100k trades; `jq .` pretty-prints.
-    report_path.write_text(
-        json.dumps(report_json(run, data), separators=(",", ":"), allow_nan=False) + "\n",
-        encoding="utf-8",
-    )
-    written.append(report_path)
-    if chart:
-        written += write_charts(run, out, data)
+    jobs = chart_jobs(run, out) if chart else []
+    with ChartDrawing(jobs) as drawing:
+        written = []
+        alerts_path = out / "alerts.jsonl"
+        with alerts_path.open("wb") as fh:
+            fh.writelines(alert.to_json() + b"\n" for alert in run.batch.alerts)
+        written.append(alerts_path)
+        report_path = out / "report.json"
+        # Compact: the C encoder (indent=None) is ~10x faster on 100k trades; `jq .` pretty-prints.
+        report_path.write_text(
+            json.dumps(report_json(run, data), separators=(",", ":"), allow_nan=False) + "\n",
+            encoding="utf-8",
+        )
+        written.append(report_path)
+        if chart:
+            drawing.wait()
+            written += write_report_html(run, out, data, [(job.name, job.path) for job in jobs])
     return written
 
 
-def write_charts(run: BacktestRun, out: Path, data: Sequence[str]) -> list[Path]:
-    from daemon.chart import render_pool_chart, write_html  # noqa: PLC0415 - matplotlib is slow to import
-
-    charts: list[tuple[str, Path]] = []
+def chart_jobs(run: BacktestRun, out: Path) -> list[ChartJob]:
+    """The charts of the first :data:`MAX_CHARTS` pools."""
+    jobs = []
     for k, result in enumerate(run.results[:MAX_CHARTS]):
-        path = out / ("chart.png" if k == 0 else f"chart-{k + 1}.png")
         at = run.aligned.index[k]
-        indicators = {name: run.batch.values[name][at, k] for name in CHART_FEATURES}
-        render_pool_chart(result, indicators, path)
-        charts.append((result.name, path))
+        jobs.append(
+            ChartJob(
+                name=result.name,
+                result=result,
+                indicators={name: run.batch.values[name][at, k] for name in CHART_FEATURES},
+                path=out / ("chart.png" if k == 0 else f"chart-{k + 1}.png"),
+            )
+        )
+    return jobs
+
+
+class ChartDrawing:
+    """Draws ``jobs``: in a second process (``python -m daemon.chart``) started on entry
+    when they are large (see :data:`PARALLEL_CHART_ROWS`), else in this one at :meth:`wait`.
+
+    :meth:`wait` returns once the charts are written; should the second process fail,
+    they are drawn here (so a real error is raised here). Leaving the ``with`` block
+    stops an unfinished second process and removes its job file. The same files either
+    way: the same function draws them from the same data.
+    """
+
+    def __init__(self, jobs: Sequence[ChartJob]) -> None:
+        self.jobs = list(jobs)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.job_file: Path | None = None
+        self.done = False
+        #: The second process's exit status once waited for (None: none was started).
+        self.worker_exit: int | None = None
+
+    def __enter__(self) -> ChartDrawing:
+        rows = sum(job.result.rows.times.size for job in self.jobs)
+        if rows >= PARALLEL_CHART_ROWS:
+            try:
+                self._start_worker()
+            except (OSError, pickle.PicklingError, TypeError, AttributeError):
+                self.process = None  # no second process: wait() draws them here
+        return self
+
+    def _start_worker(self) -> None:
+        handle, name = tempfile.mkstemp(prefix="alvh-charts-", suffix=".pickle")
+        self.job_file = Path(name)
+        with os.fdopen(handle, "wb") as fh:
+            pickle.dump(self.jobs, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        # The package's own folder first on the path: `-m daemon.chart` finds this code.
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon.chart", str(self.job_file)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def wait(self) -> None:
+        if self.done:
+            return
+        if self.process is not None:
+            self.worker_exit = self.process.wait()
+        if self.worker_exit != 0:
+            render_jobs(self.jobs)
+        self.done = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.job_file is not None:
+            self.job_file.unlink(missing_ok=True)
+
+
+def write_charts(run: BacktestRun, out: Path, data: Sequence[str]) -> list[Path]:
+    """The charts and report.html (in this process); returns their paths."""
+    jobs = chart_jobs(run, out)
+    render_jobs(jobs)
+    return write_report_html(run, out, data, [(job.name, job.path) for job in jobs])
+
+
+def write_report_html(
+    run: BacktestRun, out: Path, data: Sequence[str], charts: Sequence[tuple[str, Path]]
+) -> list[Path]:
+    """``report.html`` embedding the drawn ``charts``; returns the charts' and its paths."""
     notes = []
     if len(run.results) > MAX_CHARTS:
         notes.append(
@@ -964,6 +1055,7 @@ __all__ = [
     "Aligned",
     "BacktestOptions",
     "BacktestRun",
+    "ChartDrawing",
     "PoolPlan",
     "ProgressBar",
     "SweepAxis",

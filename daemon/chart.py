@@ -8,20 +8,23 @@ Guarantees:
   with its 30/70 lines, MACD (line, signal, histogram), and the cumulative P&L of the
   unhedged LP position, the LP hedged by every layer's recommendations, and holding;
 - ``report.html`` is one self-contained file: the run's parameters, the summary tables
-  and the charts as inline PNGs (base64), every text HTML-escaped.
+  and the charts as inline PNGs (base64), every text HTML-escaped;
+- ``python -m daemon.chart JOBS`` draws the :class:`ChartJob` list pickled in the file
+  ``JOBS`` (how a backtest draws its charts in a second process while it writes its
+  JSON files); it exits 0 once every chart is written.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import pickle
+import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from daemon.report import PoolResult
@@ -43,6 +46,12 @@ def render_pool_chart(
 ) -> None:
     """Write ``path`` (PNG) for one pool. ``indicators`` holds ``rsi``, ``macd``,
     ``macd_signal`` and ``macd_hist`` aligned with the pool's rows."""
+    # matplotlib is imported here, not with the module: it takes ~0.5 s, and importing
+    # this module (ChartJob, write_html) must stay cheap.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
     rows = result.rows
     x = _dates(rows.times)
     fig = Figure(figsize=(13, 10), dpi=dpi)
@@ -153,6 +162,34 @@ def render_pool_chart(
     fig.savefig(path, format="png")
 
 
+@dataclass(frozen=True, slots=True)
+class ChartJob:
+    """One pool's chart: what :func:`render_pool_chart` draws, and where."""
+
+    name: str
+    result: PoolResult
+    indicators: Mapping[str, F64]
+    path: Path
+
+    def render(self) -> None:
+        render_pool_chart(self.result, self.indicators, self.path)
+
+
+def render_jobs(jobs: Sequence[ChartJob]) -> None:
+    for job in jobs:
+        job.render()
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m daemon.chart JOBS``: draw the pickled chart jobs in ``JOBS``."""
+    if len(argv) != 1:
+        print("usage: python -m daemon.chart JOBS (a pickled list of ChartJob)", file=sys.stderr)
+        return 2
+    jobs = pickle.loads(Path(argv[0]).read_bytes())  # written by this package's backtest
+    render_jobs(jobs)
+    return 0
+
+
 def write_html(
     path: Path,
     *,
@@ -187,3 +224,7 @@ def write_html(
         parts.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
     parts.append("</body></html>")
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

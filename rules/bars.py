@@ -31,13 +31,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BarAggregator", "ClosedBars", "is_all_rows", "validate_rows"]
+__all__ = ["BarAggregator", "ClosedBars", "check_sample_values", "is_all_rows", "validate_rows"]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
 _FLOAT_FIELDS = ("open", "high", "low", "close", "volume", "tvl", "tick_tvl")
 _INT_FIELDS = ("rows", "start", "swaps", "mev_swaps", "samples")
+# Checked in this order: the integer columns first, as the error messages go.
+_FIELDS = (*_INT_FIELDS, *_FLOAT_FIELDS)
+_DTYPES = (
+    *(np.dtype(np.int64) for _ in _INT_FIELDS),
+    *(np.dtype(np.float64) for _ in _FLOAT_FIELDS),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,28 +66,21 @@ class ClosedBars:
 
     def __post_init__(self) -> None:
         n = self.rows.shape
-        for name in (*_INT_FIELDS, *_FLOAT_FIELDS):
-            value = getattr(self, name)
+        columns = [getattr(self, name) for name in _FIELDS]
+        for name, value in zip(_FIELDS, columns, strict=True):
             if not isinstance(value, np.ndarray) or value.ndim != 1 or value.shape != n:
                 raise ValueError(f"ClosedBars.{name} must be a 1-D array of length {n[0]}")
-        for name in _INT_FIELDS:
-            if getattr(self, name).dtype != np.int64:
-                raise ValueError(f"ClosedBars.{name} must be int64")
-        for name in _FLOAT_FIELDS:
-            if getattr(self, name).dtype != np.float64:
-                raise ValueError(f"ClosedBars.{name} must be float64")
+        for name, value, dtype in zip(_FIELDS, columns, _DTYPES, strict=True):
+            if value.dtype != dtype:
+                raise ValueError(f"ClosedBars.{name} must be {dtype}")
 
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
     @staticmethod
     def empty() -> ClosedBars:
-        """No bars."""
-        ints = np.zeros(0, dtype=np.int64)
-        floats = np.zeros(0, dtype=np.float64)
-        return ClosedBars(
-            ints, ints, floats, floats, floats, floats, floats, floats, floats, ints, ints, ints
-        )
+        """No bars (one shared instance: its arrays are empty and read-only)."""
+        return _NO_BARS
 
     @staticmethod
     def concat(parts: Sequence[ClosedBars]) -> ClosedBars:
@@ -101,14 +100,40 @@ class ClosedBars:
         return ClosedBars(**{name: getattr(self, name)[sel] for name in ClosedBars.__slots__})
 
 
+def _read_only(array: NDArray[Any]) -> NDArray[Any]:
+    array.flags.writeable = False
+    return array
+
+
+_NO_INTS: I64 = _read_only(np.zeros(0, dtype=np.int64))
+_NO_FLOATS: F64 = _read_only(np.zeros(0, dtype=np.float64))
+_NO_BARS = ClosedBars(
+    _NO_INTS,
+    _NO_INTS,
+    _NO_FLOATS,
+    _NO_FLOATS,
+    _NO_FLOATS,
+    _NO_FLOATS,
+    _NO_FLOATS,
+    _NO_FLOATS,
+    _NO_FLOATS,
+    _NO_INTS,
+    _NO_INTS,
+    _NO_INTS,
+)
+
+
 def validate_rows(rows: Any, n_pools: int, scratch: NDArray[np.bool_] | None = None) -> I64:
     """``rows`` as a 1-D int64 array of distinct pool rows in ``[0, n_pools)``."""
     idx = np.asarray(rows)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+    # dtype.kind: the np.issubdtype(dtype, np.integer) test without its ~1 us of overhead.
+    if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
         raise ValueError("rows must be a 1-D array of integers")
     idx = idx.astype(np.int64, copy=False)
     if idx.size == 0:
         return idx
+    if is_all_rows(idx, n_pools):
+        return idx  # 0 .. n_pools - 1 in order: in range and distinct
     if int(idx.min()) < 0 or int(idx.max()) >= n_pools:
         raise IndexError(f"rows must be in [0, {n_pools})")
     if idx.size == 1 or bool(np.all(idx[1:] > idx[:-1])):
@@ -123,11 +148,38 @@ def validate_rows(rows: Any, n_pools: int, scratch: NDArray[np.bool_] | None = N
 
 
 def is_all_rows(idx: I64, n_pools: int) -> bool:
-    """True when distinct ``idx`` is exactly ``0 .. n_pools - 1`` in order (slices beat
-    fancy indexing by an order of magnitude on the all-pools hot path)."""
+    """True when ``idx`` is exactly ``0 .. n_pools - 1`` in order (slices beat fancy
+    indexing by an order of magnitude on the all-pools hot path)."""
     if idx.size != n_pools:
         return False
-    return n_pools < 2 or bool(np.all(idx[1:] > idx[:-1]))
+    if n_pools < 2:
+        return n_pools == 0 or int(idx[0]) == 0
+    # Strictly increasing from 0 to n_pools - 1 with n_pools entries: exactly 0 .. n - 1.
+    if int(idx[0]) != 0 or int(idx[-1]) != n_pools - 1:
+        return False
+    return not np.count_nonzero(idx[1:] <= idx[:-1])
+
+
+def check_sample_values(
+    price: F64, volume: F64, tvl: F64, tick_tvl: F64, swaps: I64, mev_swaps: I64
+) -> None:
+    """The value rules of samples (any shape, all arrays alike); raises ValueError.
+
+    Prices are positive and finite, volumes >= 0 and finite, TVLs finite or NaN (not
+    known), and ``0 <= mev_swaps <= swaps``.
+    """
+    if price.size == 0:
+        return
+    # min/max propagate NaN, so one pair of reductions checks range and finiteness.
+    if not (float(price.min()) > 0.0 and float(price.max()) < math.inf):
+        raise ValueError("price must be positive and finite")
+    if not (float(volume.min()) >= 0.0 and float(volume.max()) < math.inf):
+        raise ValueError("volume must be >= 0 and finite")
+    for name, values in (("tvl", tvl), ("tick_tvl", tick_tvl)):
+        if np.count_nonzero(np.isinf(values)):
+            raise ValueError(f"{name} must be finite or NaN")
+    if int(mev_swaps.min()) < 0 or int((swaps - mev_swaps).min()) < 0:
+        raise ValueError("swap counts must satisfy 0 <= mev_swaps <= swaps")
 
 
 class BarAggregator:
@@ -194,6 +246,7 @@ class BarAggregator:
         swaps: Any = None,
         mev_swaps: Any = None,
         rows_checked: bool = False,
+        samples_checked: bool = False,
     ) -> tuple[list[ClosedBars], I64]:
         """Add one sample per row at ``time``; returns (closing steps, late rows).
 
@@ -201,6 +254,7 @@ class BarAggregator:
         ``g`` the ``g``-th empty interval after them (only for the rows that have one).
         Each row appears at most once per step, so a consumer can feed each step to
         per-pool streaming state in order. Late rows' samples were dropped.
+        ``samples_checked``: the values already passed :func:`check_sample_values`.
         """
         idx, sample = self.validate_samples(
             time,
@@ -212,6 +266,7 @@ class BarAggregator:
             swaps=swaps,
             mev_swaps=mev_swaps,
             rows_checked=rows_checked,
+            samples_checked=samples_checked,
         )
         everyone = is_all_rows(idx, self.n_pools)
         self._all_rows = idx if everyone else None
@@ -228,15 +283,16 @@ class BarAggregator:
     ) -> tuple[list[ClosedBars], I64] | None:
         """Hot path: every pool sampled, all in the same bar. None when it does not apply."""
         bar = time // self.interval
-        lo = int(self.bar_index.min())
-        hi = int(self.bar_index.max())
-        if lo != hi:
+        # One forming bar for all (count_nonzero: ~4x cheaper than min and max here).
+        lo = int(self.bar_index[0])
+        if np.count_nonzero(self.bar_index != lo):
             return None
         late = idx[:0]
-        if lo == bar and int(self.samples.min()) > 0:
+        every_bar_has_samples = not np.count_nonzero(self.samples == 0)
+        if lo == bar and every_bar_has_samples:
             self._merge(time, idx, sample)
             return [], late
-        if lo != bar - 1 or int(self.samples.min()) == 0:
+        if lo != bar - 1 or not every_bar_has_samples:
             return None
         # Every forming bar closes: hand its arrays to the closed bars instead of copying,
         # and start fresh ones from the samples.
@@ -274,10 +330,13 @@ class BarAggregator:
         swaps: Any = None,
         mev_swaps: Any = None,
         rows_checked: bool = False,
+        samples_checked: bool = False,
     ) -> tuple[I64, dict[str, Any]]:
         """Checked, aligned arguments of one update (raises ValueError).
 
-        ``rows_checked``: ``rows`` already passed :func:`validate_rows` (int64 array).
+        ``rows_checked``: ``rows`` already passed :func:`validate_rows` (int64 array);
+        ``samples_checked``: the values passed :func:`check_sample_values` (a batch checks
+        its whole table at once), so only their shapes are checked here.
         """
         if isinstance(time, bool) or not isinstance(time, int | np.integer) or time < 0:
             raise ValueError(f"time must be an int >= 0 (unix seconds), got {time!r}")
@@ -310,7 +369,7 @@ class BarAggregator:
                 raise ValueError(f"{name} must be {n} whole numbers")
             return arr.astype(np.int64)
 
-        sample = {
+        sample: dict[str, Any] = {
             "price": floats("price", price, np.nan),
             "volume": floats("volume", volume, 0.0),
             "tvl": floats("tvl", tvl, np.nan),
@@ -318,21 +377,16 @@ class BarAggregator:
             "swaps": ints("swaps", swaps),
             "mev_swaps": ints("mev_swaps", mev_swaps),
         }
-        if n == 0:
+        if n == 0 or samples_checked:
             return idx, sample
-        # min/max propagate NaN, so one pair of reductions checks range and finiteness.
-        p = sample["price"]
-        if not (float(p.min()) > 0.0 and float(p.max()) < math.inf):
-            raise ValueError("price must be positive and finite")
-        v = sample["volume"]
-        if not (float(v.min()) >= 0.0 and float(v.max()) < math.inf):
-            raise ValueError("volume must be >= 0 and finite")
-        for name, given in (("tvl", tvl), ("tick_tvl", tick_tvl)):
-            if given is not None and bool(np.isinf(sample[name]).any()):
-                raise ValueError(f"{name} must be finite or NaN")
-        s, m = sample["swaps"], sample["mev_swaps"]
-        if int(m.min()) < 0 or int((s - m).min()) < 0:
-            raise ValueError("swap counts must satisfy 0 <= mev_swaps <= swaps")
+        check_sample_values(
+            sample["price"],
+            sample["volume"],
+            sample["tvl"],
+            sample["tick_tvl"],
+            sample["swaps"],
+            sample["mev_swaps"],
+        )
         return idx, sample
 
     def close_until(self, time: int, idx: I64) -> tuple[list[ClosedBars], I64]:

@@ -68,6 +68,12 @@ CLOSED_VALUE_NAMES: tuple[str, ...] = (
 )
 
 
+#: Lambert's IV: 2 * fee * sqrt(volume_24h / tick_tvl) * sqrt(365) (the last factors).
+_IV_SCALE = 2.0 * math.sqrt(365.0)
+#: A "fewest closed bars" that is past every warm-up (used once the engine is warm).
+_WARM = 1 << 62
+
+
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"FeatureParams.{name} must be an int >= {minimum}, got {value!r}")
@@ -279,6 +285,10 @@ class FeatureEngine:
         self._interval = p.bar_interval
         self._ppy_sqrt = math.sqrt(periods_per_year(p.bar_interval))
         self._horizons = (p.bars_1h, p.bars_4h, p.bars_24h)
+        # Fewest closed bars per pool past which no warm-up rule masks a feature: sigma
+        # needs more than sigma_window, realized vol realized_vol_window, each move n.
+        self._warm_after = max(p.sigma_window + 1, p.realized_vol_window, *self._horizons)
+        self._warm = False
         self._close_ring_len = max(self._horizons)
         self.bars = BarAggregator(k, p.bar_interval)
         self.rsi = StreamingRSI(k, p.rsi_period)
@@ -310,6 +320,13 @@ class FeatureEngine:
         self._corr_dirty = False
         self._scratch = np.zeros(k, dtype=np.bool_)
 
+    def _is_warm(self) -> bool:
+        """Whether every pool has closed enough bars for every feature (cached: closed
+        bars only accumulate, and set_state forgets it)."""
+        if not self._warm and self.n_pools:
+            self._warm = int(self.n_closed.min()) >= self._warm_after
+        return self._warm
+
     # ------------------------------------------------------------------ update
 
     def update(
@@ -322,8 +339,14 @@ class FeatureEngine:
         volume: NDArray[np.float64],
         swaps: NDArray[np.int64],
         mev_swaps: NDArray[np.int64],
+        *,
+        samples_checked: bool = False,
     ) -> FeatureSnapshot:
-        """Feed one sample per row at ``time``; features of ``rows`` (forming bar peeked)."""
+        """Feed one sample per row at ``time``; features of ``rows`` (forming bar peeked).
+
+        ``samples_checked``: the sample values already passed
+        :func:`rules.bars.check_sample_values` (a batch checks its whole table at once).
+        """
         idx = validate_rows(rows, self.n_pools, self._scratch)
         # Bars first (close what ended, add the samples); committing the closed bars reads
         # only the closed bars and the committed state, never the new forming bars.
@@ -337,6 +360,7 @@ class FeatureEngine:
             swaps=swaps,
             mev_swaps=mev_swaps,
             rows_checked=True,
+            samples_checked=samples_checked,
         )
         everyone = is_all_rows(idx, self.n_pools)
         # A step with n_pools distinct rows of an all-rows update is in row order too.
@@ -352,9 +376,9 @@ class FeatureEngine:
             closed_values = {name: np.zeros(0) for name in CLOSED_VALUE_NAMES}
         closed = ClosedBars.concat(steps)
         for arr in (*values.values(), *closed_values.values()):
-            arr.flags.writeable = False
+            arr.setflags(write=False)
         for name in ClosedBars.__slots__:
-            getattr(closed, name).flags.writeable = False
+            getattr(closed, name).setflags(write=False)
         return FeatureSnapshot(
             time=int(time),
             rows=idx,
@@ -373,13 +397,13 @@ class FeatureEngine:
         idx: I64 | None = None if everyone else rows
         sel: Sel = slice(None) if everyone else rows
         bar_arr = step.start // self._interval
-        uniform = bool(bar_arr.size) and int(bar_arr.min()) == int(bar_arr.max())
+        uniform = bool(bar_arr.size) and not np.count_nonzero(bar_arr != bar_arr[0])
         bar: I64 | int = int(bar_arr[0]) if uniform else bar_arr
         close = step.close
         prev_log_close = self.last_log_close[sel]
         # A bar with samples closes at the forming close whose log the last peek cached;
         # an empty interval carries the previous close.
-        if bool(step.samples.size) and int(step.samples.min()) > 0:
+        if bool(step.samples.size) and not np.count_nonzero(step.samples <= 0):
             log_close = self.forming_log_close[sel].copy()
         else:
             log_close = np.where(step.samples > 0, self.forming_log_close[sel], prev_log_close)
@@ -387,7 +411,7 @@ class FeatureEngine:
         ret = log_close - prev_log_close
         simple = close / self.last_close[sel]
         simple -= 1.0
-        if not (n_closed.size and int(n_closed.min()) > 0):
+        if not self._warm and not (n_closed.size and int(n_closed.min()) > 0):
             # A pool's first bar has no return: push 0 (neutral in every sum), not NaN.
             first = n_closed == 0
             ret[first] = 0.0
@@ -421,8 +445,9 @@ class FeatureEngine:
             self.l_eq_ring[bar_arr % n_leq, cols] = l_eq
             self.l_eq_ref[sel] = np.fmax.reduce(self.l_eq_ring[:, sel], axis=0)
             self.last_closed_bar[sel] = bar_arr
-        self.advance_decline[sel] += ret > 0.0
-        self.advance_decline[sel] -= ret < 0.0
+        step_sign = (ret > 0.0).astype(np.int64)
+        step_sign[ret < 0.0] = -1
+        self.advance_decline[sel] += step_sign
         self.n_closed[sel] += 1
         self.last_log_close[sel] = log_close
         self.last_close[sel] = close
@@ -446,16 +471,21 @@ class FeatureEngine:
         tvl = bars.tvl[sel].copy()
         tick_tvl = bars.tick_tvl[sel].copy()
         n_closed = self.n_closed[sel]
-        least_closed = int(n_closed.min()) if n_closed.size else 0
+        # Past every warm-up, none of the warm-up masks below can select a row.
+        least_closed = _WARM if self._is_warm() else (int(n_closed.min()) if n_closed.size else 0)
         last_bar = self.last_closed_bar[sel]
-        log_price = np.log(price)
-        self.forming_log_close[sel] = log_price
+        if everyone:
+            # The cache of log(forming close) that a bar close reads is the array itself.
+            log_price = np.log(price, out=self.forming_log_close)
+        else:
+            log_price = np.log(price)
+            self.forming_log_close[sel] = log_price
         ret = log_price - self.last_log_close[sel]
         values: dict[str, F64] = {"price": price, "ret": ret, "tvl": tvl, "tick_tvl": tick_tvl}
         # Forming sign feeds breadth (as if every pool's forming bar closed now).
         sign = self.forming_sign[sel] if everyone else np.zeros(rows.size, dtype=np.int64)
-        np.greater(ret, 0.0, out=sign, casting="unsafe")
-        sign -= ret < 0.0
+        sign[...] = ret > 0.0  # 1 up, -1 down, 0 flat or NaN (two masks: no casting ufunc)
+        sign[ret < 0.0] = -1
         if not everyone:
             self.forming_sign[sel] = sign
 
@@ -467,8 +497,8 @@ class FeatureEngine:
             var /= -w
             var += self.sigma_win.total_sq[sel]
             var /= w - 1
-            var[var <= 0.0] = np.nan
             invalid = self.sigma_win.all_zero(sel, last_bar)
+            invalid |= var <= 0.0
             if least_closed <= w:
                 invalid |= n_closed <= w
             var[invalid] = np.nan
@@ -476,8 +506,10 @@ class FeatureEngine:
             np.divide(1.0, inv_sigma, out=inv_sigma)
             values["move_sigma"] = ret * inv_sigma
             forming_bar = bars.bar_index[sel]
-            lo_bar = int(forming_bar.min()) if forming_bar.size else 0
-            uniform = everyone and forming_bar.size > 0 and lo_bar == int(forming_bar.max())
+            lo_bar = int(forming_bar[0]) if forming_bar.size else 0
+            uniform = (
+                everyone and forming_bar.size > 0 and not np.count_nonzero(forming_bar != lo_bar)
+            )
             for name, n in zip(
                 ("move_sigma_1h", "move_sigma_4h", "move_sigma_24h"), self._horizons, strict=True
             ):
@@ -505,7 +537,7 @@ class FeatureEngine:
             rv_var -= mean
             np.maximum(rv_var, 0.0, out=rv_var)
             flat = self.rv_win.all_zero(sel, last_bar)
-            if flat.any():
+            if np.count_nonzero(flat):
                 rv_var[flat & (simple == 0.0)] = 0.0
             rv = np.sqrt(rv_var, out=rv_var)
             rv *= self._ppy_sqrt
@@ -517,7 +549,7 @@ class FeatureEngine:
             volume_24h = self.volume_win.total[sel] + forming_volume
             reset = self.volume_win.all_zero(sel, last_bar)
             reset |= volume_24h < 0.0
-            if reset.any():
+            if np.count_nonzero(reset):
                 volume_24h[reset] = forming_volume[reset]
             values["volume_24h"] = volume_24h
             ratio = tvl / volume_24h
@@ -527,7 +559,7 @@ class FeatureEngine:
             iv[~(tick_tvl > 0.0)] = np.nan
             np.sqrt(iv, out=iv)
             iv *= self.fees[sel]
-            iv *= 2.0 * math.sqrt(365.0)
+            iv *= _IV_SCALE
             values["iv"] = iv
 
             l_eq = np.sqrt(price)
@@ -556,10 +588,14 @@ class FeatureEngine:
             bb_pos /= width
             bb_pos[~(width > 0.0)] = np.nan
             values["bb_pos"] = bb_pos
-        values["breadth"] = np.full(rows.shape, self.breadth())
-        values["corr"] = np.full(rows.shape, self.corr())
+        # empty + fill: np.full's own Python layer costs more than the fill.
+        values["breadth"] = breadth = np.empty(rows.size)
+        breadth.fill(self.breadth())
+        values["corr"] = corr = np.empty(rows.size)
+        corr.fill(self.corr())
         return values
 
+    # ------------------------------------------------------------------ cross-pool
     # ------------------------------------------------------------------ cross-pool
 
     def breadth(self) -> float:
@@ -649,3 +685,4 @@ class FeatureEngine:
             else:
                 getattr(self, name)[idx] = src[idx]
         self._corr_dirty = True
+        self._warm = False

@@ -24,6 +24,7 @@ Time to expiry uses 365-day years; ``theta_daily`` is the hedge's theta / 365.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -147,7 +148,7 @@ class HedgeAdvice:
         payload: dict[str, object] = {
             "instrument": self.instrument,
             "strike": _json_number(self.strike),
-            "expiry": datetime.fromtimestamp(self.expiry, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "expiry": _expiry_text(self.expiry),
             "notional": _json_number(self.notional),
             "premium_estimate": _json_number(self.premium_estimate),
             "il_now": _json_number(self.il_now),
@@ -166,6 +167,12 @@ class HedgeAdvice:
         return payload
 
 
+@functools.lru_cache(maxsize=4096)
+def _expiry_text(expiry: int) -> str:
+    # Cached: advice on a time grid repeats expiries (every pool of a step shares one).
+    return datetime.fromtimestamp(expiry, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _json_number(value: float) -> float | None:
     # JSON has no NaN or infinity; null reads as "unbounded / not known".
     return float(value) if math.isfinite(value) else None
@@ -177,15 +184,13 @@ def choose_volatility(realized_vol: float, iv: float) -> tuple[float, str]:
     The larger of the usable figures (finite and > 0); ``FALLBACK_VOLATILITY`` with
     source ``"fallback"`` when neither is usable. Ties go to ``realized_vol``.
     """
-    candidates = [
-        (value, source)
-        for value, source in ((realized_vol, "realized_vol"), (iv, "iv"))
-        if math.isfinite(value) and value > 0
-    ]
-    if not candidates:
-        return FALLBACK_VOLATILITY, "fallback"
-    best = max(value for value, _ in candidates)
-    return next((value, source) for value, source in candidates if value == best)
+    rv_ok = 0 < realized_vol < math.inf  # False for NaN
+    iv_ok = 0 < iv < math.inf
+    if rv_ok and (not iv_ok or realized_vol >= iv):
+        return realized_vol, "realized_vol"
+    if iv_ok:
+        return iv, "iv"
+    return FALLBACK_VOLATILITY, "fallback"
 
 
 def recommend(

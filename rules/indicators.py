@@ -332,6 +332,9 @@ class _Streaming:
         self.count = np.zeros(n_series, dtype=np.int64)
         # (x, candidate state, outputs) of the last all-series peek, valid until a commit.
         self._pending: tuple[F64, dict[str, Any], tuple[F64, ...]] | None = None
+        # A threshold every series' count is known to have reached (counts only grow
+        # between set_state calls): spares _steady a reduction per call.
+        self._steady_from = 0
 
     # -- subclass hooks
     def _params(self) -> dict[str, Any]:
@@ -386,7 +389,8 @@ class _Streaming:
         """Commit one new close for every series; outputs per series."""
         idx, values = self._rows_input(x, None, copy=True)
         pending, self._pending = self._pending, None
-        if pending is not None and np.array_equal(pending[0], values):
+        # Bit-equal closes (a NaN never matches, as in np.array_equal, at a third the cost).
+        if pending is not None and not np.count_nonzero(pending[0] != values):
             # The last all-series peek computed exactly this step from exactly this state.
             _, new, outputs = pending
         else:
@@ -425,7 +429,13 @@ class _Streaming:
 
     def _steady(self, count: I64, threshold: int) -> bool:
         """Every selected series has at least ``threshold`` values."""
-        return bool(count.size) and int(count.min()) >= threshold
+        if not count.size:
+            return False
+        if threshold <= self._steady_from:
+            return True
+        least = int(self.count.min())  # over all series: a bound for any selection
+        self._steady_from = max(self._steady_from, least)
+        return threshold <= least or int(count.min()) >= threshold
 
     def get_state(self) -> dict[str, Any]:
         """Bit-exact, picklable copy of the whole state."""
@@ -443,6 +453,7 @@ class _Streaming:
                 raise ValueError(f"state {key}={state.get(key)!r} does not match {value!r}")
         names = ("count", *self._fields)
         self._pending = None
+        self._steady_from = 0
         if rows is None:
             for name in names:
                 setattr(self, name, np.array(state[name], copy=True))
@@ -542,7 +553,7 @@ class StreamingRSI(_Streaming):
                 out = new_gain / total
             out *= 100.0
             zero = total == 0.0
-            if zero.any():
+            if np.count_nonzero(zero):
                 out[zero] = 0.0
             new = {"count": count + 1, "prev": x, "gain": new_gain, "loss": new_loss}
             return new, (out,)
@@ -741,10 +752,11 @@ class StreamingBBands(_Streaming):
         dev_sum = self._take("dev_sum", idx)
         dev_sq_sum = self._take("dev_sq_sum", idx)
         last_change = self._take("last_change", idx)
-        lo = int(count.min()) if count.size else 0
+        first = int(count[0]) if count.size else 0
         # j: index (inside the series) of the value being added; a scalar when all agree.
-        j: I64 | int = lo if bool(count.size) and lo == int(count.max()) else count
-        steady = bool(count.size) and lo >= period
+        agree = bool(count.size) and not np.count_nonzero(count != first)
+        j: I64 | int = first if agree else count
+        steady = bool(count.size) and (first >= period if agree else int(count.min()) >= period)
         started: NDArray[np.bool_] | None = None
         if steady:
             new_count = count + 1
@@ -770,7 +782,7 @@ class StreamingBBands(_Streaming):
         # max(var, 0) keeps NaN (a poisoned series stays NaN).
         std = np.sqrt(np.maximum(var, 0.0))
         flat = new_last_change <= j - (period - 1)
-        if flat.any():
+        if np.count_nonzero(flat):
             std[flat] = 0.0
         std *= self.nbdev
         upper = mean + std
@@ -813,21 +825,30 @@ class StreamingBBands(_Streaming):
         slot: I64 | int = new.pop("_ring_slot")
         value: F64 = new.pop("_ring_value")
         started: NDArray[np.bool_] | None = new.pop("_started")
-        rows = np.arange(self.n_series) if idx is None else idx
-        if started is not None and not bool(started.all()):
-            if isinstance(slot, int):
-                slot = np.full(rows.shape, slot, dtype=np.int64)
-            rows, slot, value = rows[started], slot[started], value[started]
-        if isinstance(slot, int) and idx is None:
-            self.ring[slot] = value
-        elif rows.size:
-            self.ring[slot, rows] = value
+        if started is None and isinstance(slot, int) and idx is None:
+            self.ring[slot] = value  # the steady all-series step: one ring row
+        else:
+            rows = np.arange(self.n_series) if idx is None else idx
+            if started is not None and not bool(started.all()):
+                if isinstance(slot, int):
+                    slot = np.full(rows.shape, slot, dtype=np.int64)
+                rows, slot, value = rows[started], slot[started], value[started]
+            if isinstance(slot, int) and idx is None:
+                self.ring[slot] = value
+            elif rows.size:
+                self.ring[slot, rows] = value
         super()._commit(idx, new)
         # Re-centre the shifted sums of the series that just completed a multiple of
         # `period` values: the ring then holds the window in time order.
         count = self.count if idx is None else self.count[idx]
+        first = int(count[0]) if count.size else 0
+        if count.size and not np.count_nonzero(count != first):
+            # Every selected series at the same count (the usual step): one scalar test.
+            if first > 0 and first % self.period == 0:
+                self._recenter(idx)
+            return
         due_sel = (count % self.period == 0) & (count > 0)
-        if not bool(due_sel.any()):
+        if not np.count_nonzero(due_sel):
             return
         if idx is None:
             self._recenter(None if bool(due_sel.all()) else np.flatnonzero(due_sel))

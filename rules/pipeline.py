@@ -17,7 +17,9 @@ Guarantees:
   or a catch-up feeds) is exactly the sequence of :meth:`Pipeline.step` calls it stands
   for: the same alerts, in the same order, with the same ids, and the same state after;
   it runs the same per-step code, minus what a batch can do once (validation, calendar
-  scales) and what it was told it does not need (layer statuses).
+  scales) and what it was told it does not need (layer statuses). Its sample values are
+  checked for the whole table before the first step, so a bad one anywhere is refused
+  with nothing stepped.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rules.alert import ALERT_VALUE_NAMES, Alert, LayerStatus, alert_id
+from rules.bars import check_sample_values, is_all_rows
 from rules.calendar import CalendarWindow, threshold_scale, threshold_scale_series
 from rules.engine import LayerEngine, LayerSpec, State, Transition
 from rules.features import ENGINE_FEATURES, FeatureEngine, FeatureParams, FeatureSnapshot
@@ -166,8 +169,12 @@ class Pipeline:
             extra = tuple(sorted(n for n in layer.names if n not in ALERT_VALUE_NAMES))
             self._value_names.append(ALERT_VALUE_NAMES + extra)
         self._entry_price: dict[int, float] = {}
-        # Mirror of `_entry_price`'s keys, so that a step checks its rows in one operation.
+        # Mirror of `_entry_price`'s keys, so that a step checks its rows in one operation,
+        # and how many are still unknown (none: the check is skipped).
         self._entry_known = np.zeros(len(self.pools), dtype=np.bool_)
+        self._entries_unknown = len(self.pools)
+        # threshold_scale columns by (rows, scale): read-only, shared by the steps.
+        self._scale_columns: dict[tuple[int, float], NDArray[np.float64]] = {}
         self._journals: dict[str, _ChainJournal] = {}
         for chain in sorted({info.pool.chain for info in self.pools}):
             rows = np.array(
@@ -234,7 +241,8 @@ class Pipeline:
         return result
 
     def step_samples(self, samples: Sequence[PoolSample]) -> list[StepResult]:
-        """Convenience for tests and small callers: group samples by (time, block) and step."""
+        """Group samples by (time, block, block hash, chain) and step each group, in time
+        order (the daemon feeds one block of one chain at a time: one group)."""
         out: list[StepResult] = []
         groups: dict[tuple[int, int, str, str], list[PoolSample]] = {}
         for s in samples:
@@ -271,17 +279,20 @@ class Pipeline:
         replay: bool,
         scale: float | None = None,
         statuses: bool = True,
+        samples_checked: bool = False,
     ) -> StepResult:
-        snapshot = self.features.update(time, rows, *columns)
+        snapshot = self.features.update(time, rows, *columns, samples_checked=samples_checked)
         if scale is None:
             scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
         values: dict[str, NDArray[np.float64]] = dict(snapshot.values)
-        values["threshold_scale"] = np.full(rows.size, scale)
-        new_rows = ~self._entry_known[rows]
-        if new_rows.any():
-            for i in np.flatnonzero(new_rows).tolist():
-                self._entry_price[int(rows[i])] = float(columns[0][i])
-            self._entry_known[rows[new_rows]] = True
+        values["threshold_scale"] = self._scale_column(rows.size, scale)
+        if self._entries_unknown:
+            new_rows = ~self._entry_known[rows]
+            if new_rows.any():
+                for i in np.flatnonzero(new_rows).tolist():
+                    self._entry_price[int(rows[i])] = float(columns[0][i])
+                self._entry_known[rows[new_rows]] = True
+                self._entries_unknown = int(np.count_nonzero(~self._entry_known))
         # Without statuses only event transitions matter: the engine skips building the rest.
         transitions = self.engine.evaluate(
             time, rows, values, block=block, block_hash=block_hash, events_only=not statuses
@@ -291,9 +302,14 @@ class Pipeline:
         )
         if replay or not transitions:
             return result
-        col_of = {int(r): i for i, r in enumerate(rows.tolist())}
+        # Column of each transition's row (the row itself when every pool is in the step).
+        col_of = (
+            None
+            if is_all_rows(rows, len(self.pools))
+            else {r: i for i, r in enumerate(rows.tolist())}
+        )
         for tr in transitions:
-            ci = col_of[tr.row]
+            ci = tr.row if col_of is None else col_of[tr.row]
             if statuses:
                 result.layers.append(self._status(tr, values, ci))
             if tr.event is None:
@@ -369,6 +385,15 @@ class Pipeline:
             np.asarray(swaps, dtype=np.int64),
             np.asarray(mev_swaps, dtype=np.int64),
         )
+        # The value rules of every sample at once (the steps then skip them): a bad value
+        # anywhere in the table is refused before the first step.
+        price_c, tvl_c, tick_tvl_c, volume_c, swaps_c, mev_swaps_c = (
+            c if mask is None else c[mask] for c in columns_of
+        )
+        try:
+            check_sample_values(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
+        except ValueError as exc:
+            raise ValueError(f"step_many: {exc}") from None
         result = BatchResult(
             times=stamps.copy(),
             states=np.empty((n_steps, len(self.engine.layers), n_pools), dtype=np.int8),
@@ -378,27 +403,43 @@ class Pipeline:
         all_rows = np.arange(n_pools, dtype=np.int64)
         everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
         kept = [name for name in keep if name != "threshold_scale"]
+        price_of, tvl_of, tick_tvl_of, volume_of, swaps_of, mev_swaps_of = columns_of
+        stamp_list, block_list, scale_list = (
+            stamps.tolist(),
+            block_numbers.tolist(),
+            scales.tolist(),
+        )
         for t in range(n_steps):
             columns: _Columns
+            where: slice | NDArray[np.int64]
             if everywhere is None or everywhere[t]:
-                rows = all_rows
-                columns = tuple(column[t] for column in columns_of)
+                rows, where = all_rows, slice(None)
+                columns = (
+                    price_of[t],
+                    tvl_of[t],
+                    tick_tvl_of[t],
+                    volume_of[t],
+                    swaps_of[t],
+                    mev_swaps_of[t],
+                )
             else:
                 assert mask is not None
                 rows = np.flatnonzero(mask[t]).astype(np.int64)
                 if rows.size == 0:
                     result.states[t] = self.engine.state
                     continue
+                where = rows
                 columns = tuple(column[t, rows] for column in columns_of)
             step = self._step(
-                int(stamps[t]),
+                stamp_list[t],
                 rows,
                 columns,
-                int(block_numbers[t]),
+                block_list[t],
                 block_hash,
                 replay=False,
-                scale=float(scales[t]),
+                scale=scale_list[t],
                 statuses=statuses,
+                samples_checked=True,
             )
             result.states[t] = self.engine.state
             if step.alerts:
@@ -409,10 +450,20 @@ class Pipeline:
                 result.layers.extend(step.layers)
             snapshot_values = step.snapshot.values
             for name in kept:
-                result.values[name][t, rows] = snapshot_values[name]
+                result.values[name][t, where] = snapshot_values[name]
             if "threshold_scale" in result.values:
-                result.values["threshold_scale"][t, rows] = scales[t]
+                result.values["threshold_scale"][t, where] = scales[t]
         return result
+
+    def _scale_column(self, size: int, scale: float) -> NDArray[np.float64]:
+        column = self._scale_columns.get((size, scale))
+        if column is None:
+            if len(self._scale_columns) >= 64:  # a few sizes x a few calendar scales
+                self._scale_columns.clear()
+            column = np.full(size, scale)
+            column.flags.writeable = False
+            self._scale_columns[(size, scale)] = column
+        return column
 
     def _row_values(
         self, li: int, values: Mapping[str, NDArray[np.float64]], ci: int
@@ -650,6 +701,7 @@ class Pipeline:
             self._entry_price = {int(k): float(v) for k, v in state["entry_price"].items()}
             self._entry_known[:] = False
             self._entry_known[list(self._entry_price)] = True
+            self._entries_unknown = int(np.count_nonzero(~self._entry_known))
             for chain, journal in self._journals.items():
                 journal.last_block = int(state["last_block"].get(chain, -1))
                 journal.fired = deque(state["fired"].get(chain, []))
