@@ -293,6 +293,7 @@ def test_dashboard_shows_pools_and_a_crash_fires_a_layer(
         )
         assert hedge.startswith("hedge: put ")
         assert "IL now" in hedge
+        assert "per 1 quote unit of LP value" in hedge  # the demo pools have no position
         assert page.evaluate(count('#alerts .alert[data-layer="L2"]')) == 0  # silenced
         assert not [m for m in sub.messages if m.topic.startswith("alvh/alerts/") and
                     m.json()["layer"] == "L2"]  # fmt: skip

@@ -306,6 +306,7 @@
     if (isNum(h.call_strike)) strike = "put " + strike + " / call " + fmtPrice(h.call_strike);
     parts.push(String(h.instrument || "hedge") + " " + strike);
     if (h.expiry) parts.push("exp " + String(h.expiry).slice(0, 10));
+    if (h.position === "notional-1-quote") parts.push("per 1 quote unit of LP value (no position configured)");
     if (isNum(h.notional)) parts.push("notional " + h.notional.toPrecision(4));
     if (isNum(h.premium_estimate)) parts.push("premium ~" + h.premium_estimate.toPrecision(4));
     if (isNum(h.il_now) || isNum(h.il_at_strike)) {
