@@ -20,7 +20,9 @@ Guarantees:
 - blocks are processed at ``confirmations`` depth, in order, none skipped: after a gap
   the missing range is fetched in requests of at most ``backfill_batch`` blocks (fewer
   when the pool count would make a request huge: ``max_calls_per_request``), and
-  :attr:`EvmChain.behind` tells the caller to poll again at once;
+  :attr:`EvmChain.behind` tells the caller to poll again at once; a refused
+  ``eth_getLogs`` range (providers cap the range or the result count) halves the blocks
+  per request until it is accepted (down to one block), and is relaxed again later;
 - a processed block whose hash changed is reported as :class:`Reorg` with the common
   ancestor, before any block of the new branch; this is noticed either from the parent
   hash of the next block or, without a new block, from the head's hash changing at the
@@ -66,6 +68,8 @@ from rules.v3math import MAX_TICK, MIN_TICK, Q96, sqrt_ratio_at_tick
 MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 #: While some pool's static data is missing, it is read again every this many polls.
 META_RETRY_POLLS = 100
+#: Good fetches under a narrowed ``eth_getLogs`` range before it is doubled again.
+LOG_RANGE_RELAX_AFTER = 100
 
 
 def _selector(signature: str) -> bytes:
@@ -491,6 +495,12 @@ class EvmChain:
         self._heads = (
             NewHeads(rpc.ws_urls, name=name, on_error=rpc.on_error) if rpc.ws_urls else None
         )
+        #: Blocks per request after an ``eth_getLogs`` range was refused (None: no cap);
+        #: halved at each refusal, doubled back after ``log_range_relax_after`` good
+        #: fetches, dropped once it reaches ``backfill_batch`` again.
+        self.log_range_cap: int | None = None
+        self.log_range_relax_after = LOG_RANGE_RELAX_AFTER
+        self._fetches_at_cap = 0
 
     @property
     def uses_multicall(self) -> bool:
@@ -720,7 +730,27 @@ class EvmChain:
 
     def _blocks_per_request(self, plan: _Plan) -> int:
         per_block = max(1, len(plan.calls))
-        return max(1, min(self.backfill_batch, self.max_calls_per_request // per_block))
+        blocks = max(1, min(self.backfill_batch, self.max_calls_per_request // per_block))
+        return blocks if self.log_range_cap is None else min(blocks, self.log_range_cap)
+
+    def _narrow_log_range(self, start: int, end: int) -> int | None:
+        """After ``eth_getLogs start..end`` failed: halve the blocks per request (many
+        providers cap the range or the result count); the new cap, or None for one block."""
+        if end <= start:
+            return None
+        self.log_range_cap = max(1, (end - start + 1) // 2)
+        self._fetches_at_cap = 0
+        return self.log_range_cap
+
+    def _relax_log_range(self) -> None:
+        """A fetch succeeded: after enough of them under a cap, try twice the range."""
+        if self.log_range_cap is None:
+            return
+        self._fetches_at_cap += 1
+        if self._fetches_at_cap >= self.log_range_relax_after:
+            self._fetches_at_cap = 0
+            doubled = self.log_range_cap * 2
+            self.log_range_cap = None if doubled >= self.backfill_batch else doubled
 
     # -- following ------------------------------------------------------------------
 
@@ -771,6 +801,7 @@ class EvmChain:
         start = self.next_block
         end = min(target, start + self._blocks_per_request(plan) - 1)
         blocks = await self.fetch(start, end)
+        self._relax_log_range()
         prev = self.hashes.get(start - 1)
         if prev is not None and blocks[0].parent_hash != prev:
             self.behind = 0
@@ -867,8 +898,10 @@ class EvmChain:
         if plan.log_filter is not None:
             logs = answers[-1]
             if isinstance(logs, RpcCallError) or not isinstance(logs, list):
+                cap = self._narrow_log_range(start, end)
+                retry = f"; retrying with at most {cap} blocks per request" if cap else ""
                 raise TransientError(
-                    f"eth_getLogs {start}..{end} failed: {getattr(logs, 'message', logs)}",
+                    f"eth_getLogs {start}..{end} failed: {getattr(logs, 'message', logs)}" + retry,
                     source=label,
                 )
             swaps_by_block = self._decode_logs(logs)

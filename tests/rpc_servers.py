@@ -2,8 +2,9 @@
 
 - :class:`BadRpcServer`: a tiny threaded HTTP server that answers every POST the way
   its current ``mode`` says (malformed JSON, HTTP 500, HTTP 429, a wrong batch size,
-  a rate-limit error object, another chain id, no answer at all, or a transparent
-  forward to a real node); it counts the requests it received;
+  a rate-limit error object, another chain id, no answer at all, a provider's
+  ``eth_getLogs`` block-range cap, or a transparent forward to a real node); it counts
+  the requests it received;
 - :class:`SwitchableProxy`: a TCP proxy in front of a real node that can be turned off
   (listening socket and open connections closed, so clients see connection refused) and
   on again on the same port, to cut an adapter's or a daemon's view of a chain;
@@ -35,6 +36,7 @@ Mode = Literal[
     "hang",  # accept, never answer
     "forward",  # pass through to ``upstream``
     "chain_id",  # forward, but claim chain id ``fake_chain_id``
+    "log_range",  # forward, but refuse eth_getLogs over more than ``max_log_range`` blocks
 ]
 
 
@@ -49,11 +51,18 @@ class BadRpcServer:
     """HTTP JSON-RPC endpoint on 127.0.0.1 that misbehaves as told."""
 
     def __init__(
-        self, mode: Mode = "malformed", *, upstream: str | None = None, fake_chain_id: int = 999
+        self,
+        mode: Mode = "malformed",
+        *,
+        upstream: str | None = None,
+        fake_chain_id: int = 999,
+        max_log_range: int = 4,
     ) -> None:
         self.mode: Mode = mode
         self.upstream = upstream
         self.fake_chain_id = fake_chain_id
+        self.max_log_range = max_log_range
+        self.refused_log_ranges: list[tuple[int, int]] = []
         self.requests = 0
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -134,7 +143,34 @@ class BadRpcServer:
                 {"jsonrpc": "2.0", "id": c["id"], "result": hex(self.fake_chain_id)} for c in calls
             ]
             return 200, json.dumps(answers if isinstance(request, list) else answers[0]).encode()
+        if mode == "log_range":
+            return self._forward_capping_log_ranges(body, calls, isinstance(request, list))
         return self._forward(body)
+
+    def _forward_capping_log_ranges(
+        self, body: bytes, calls: list[dict[str, Any]], is_batch: bool
+    ) -> tuple[int, bytes]:
+        """Forward; then answer each eth_getLogs over too many blocks with the error
+        object a capped provider sends (the rest of the batch is answered normally)."""
+        status, payload = self._forward(body)
+        answers = json.loads(payload)
+        listed = answers if is_batch else [answers]
+        by_id = {a.get("id"): a for a in listed}
+        for c in calls:
+            if c.get("method") != "eth_getLogs":
+                continue
+            span = c["params"][0]
+            lo, hi = int(span["fromBlock"], 16), int(span["toBlock"], 16)
+            if hi - lo + 1 > self.max_log_range:
+                with self._lock:
+                    self.refused_log_ranges.append((lo, hi))
+                answer = by_id[c["id"]]
+                answer.pop("result", None)
+                answer["error"] = {
+                    "code": -32602,
+                    "message": f"query exceeds max block range {self.max_log_range}",
+                }
+        return status, json.dumps(answers).encode()
 
     def start(self) -> Self:
         self._thread.start()

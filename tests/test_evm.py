@@ -58,7 +58,7 @@ from tests.many_pools import (
     swap_volumes,
 )
 from tests.plugins.chain import GENESIS_TIMESTAMP
-from tests.rpc_servers import SwitchableProxy, closed_port
+from tests.rpc_servers import BadRpcServer, SwitchableProxy, closed_port
 
 USDC_WETH_005 = "0x88e6A0c2dDD26FEEb64F039a2c41296FcB3f5640"
 EVENTS_DIR = "uniswap_v3_pool_events_2024-01-05"
@@ -973,6 +973,59 @@ async def test_gap_backfill_counts_every_block_and_swap_exactly_once(farm: FarmC
     volume_24h = pipeline_volume(pipeline, processed[-1])
     for address, expected in total.items():
         assert volume_24h[address] == pytest.approx(float(expected), rel=1e-9)
+
+
+@pytest.mark.integration
+async def test_a_capped_log_range_is_narrowed_and_no_block_is_skipped(farm: FarmChain) -> None:
+    """A provider that refuses ``eth_getLogs`` over more than 4 blocks (as hosted RPCs
+    cap ranges): a 40-block backlog is fetched in halved requests (16 -> 8 -> 4) once
+    they are accepted, every block once and in order, every swap counted once; the cap
+    is widened again after good fetches (and narrowed again when that is refused)."""
+    fc = farm
+    with BadRpcServer("log_range", upstream=fc.anvil.url, max_log_range=4) as server:
+        rpc = RpcPool([server.url], name="dev", backoff_base=0.01, backoff_max=0.02, max_rounds=1)
+        adapter = EvmChain("dev", fc.chain.chain_id, rpc, specs(fc.farm.pools), backfill_batch=16)
+        adapter.log_range_relax_after = 3
+        processed: list[Block] = []
+        errors: list[str] = []
+        try:
+            await adapter.connect()
+            processed += blocks_of((await poll_now(adapter))[0])
+            start = processed[-1].number
+            rng = random.Random(16)
+            hashes: list[str] = []
+            for k in range(40):
+                with fc.chain.block():
+                    hashes += random_swaps(fc.chain, fc.farm.pools, rng, 1 + k % 2)
+            for _ in range(60):
+                try:
+                    items, _ = await poll_now(adapter)
+                except TransientError as exc:
+                    errors.append(str(exc))
+                    continue
+                batch = blocks_of(items)
+                assert 1 <= len(batch) <= 4
+                processed += batch
+                if not adapter.behind:
+                    break
+            assert not adapter.behind
+        finally:
+            await adapter.close()
+    assert [b.number for b in processed] == list(range(start, start + 41))
+    assert "retrying with at most 8 blocks per request" in errors[0]
+    assert "retrying with at most 4 blocks per request" in errors[1]
+    assert "query exceeds max block range 4" in errors[0]
+    refused = server.refused_log_ranges
+    assert [hi - lo + 1 for lo, hi in refused[:2]] == [16, 8]
+    assert all(hi - lo + 1 > 4 for lo, hi in refused)
+    assert len(refused) == len(errors) >= 3  # relaxed to 8 after 3 good fetches, refused
+    assert adapter.log_range_cap in (4, 8)
+    truth = swap_volumes(fc.chain, fc.farm.pools, hashes)
+    assert sum(len(b.swaps) for b in processed) == sum(t.swaps for t in truth.values()) == 60
+    for block in processed:
+        for sample in block.samples:
+            t = truth.get((block.number, sample.pool.address))
+            assert sample.swaps == (t.swaps if t else 0)
 
 
 def pipeline_volume(pipeline: Pipeline, block: Block) -> dict[str, float]:
