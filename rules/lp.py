@@ -632,12 +632,16 @@ def break_even(position: Position, fees: float) -> tuple[float, float]:
     concave, hold linear, and their slopes agree there), so the set where fees cover
     the loss is one interval around the entry price and each side has at most one root.
 
-    Method: from the entry price, halve (below) or double (above) the price until the
-    sign changes, then bisect the factor-2 bracket to float resolution. Both loops are
-    bounded. The returned bounds are the side of the root where fees still cover the
-    loss. ``lo`` is 0 when fees exceed the entry quote amount (the most that can be
-    lost going down); ``hi`` is inf when nothing can be lost going up (a position
-    entered above its range holds only quote).
+    Method: each root has a closed form (below, in and above the range the loss is a
+    quadratic in sqrt(p) or linear in p; see :func:`_root_estimate`); from it, a short
+    walk of adjacent floats finds where the float test ``loss_vs_hold(p) + fees >= 0``
+    changes. Where that walk does not settle within :data:`_POLISH_STEPS` floats (or
+    the estimate is not a usable price), the root is bracketed from the entry price by
+    halving (below) or doubling (above) and bisected to float resolution. Every loop
+    is bounded. Either way each bound is a price where fees still cover the loss and
+    the next float outwards is one where they do not. ``lo`` is 0 when fees exceed the
+    entry quote amount (the most that can be lost going down); ``hi`` is inf when
+    nothing can be lost going up (a position entered above its range holds only quote).
     """
     if not (fees >= 0 and math.isfinite(fees)):
         raise ValueError(f"fees must be >= 0 and finite, got {fees!r}")
@@ -648,9 +652,76 @@ def break_even(position: Position, fees: float) -> tuple[float, float]:
     covered = _coverage_test(position, float(fees))
     _, quote0 = position.entry_amounts
     # Going to 0, value -> 0 and hold -> quote0: the loss tends to quote0.
-    lo = 0.0 if fees >= quote0 else _bisect_bracket(covered, float(entry), step=0.5)
-    hi = _bisect_bracket(covered, float(entry), step=2.0)
+    lo: float | None = 0.0
+    if fees < quote0:
+        lo = _polish(covered[0], _root_estimate(position, float(fees), up=False), up=False)
+    if lo is None:
+        lo = _bisect_bracket(covered, float(entry), step=0.5)
+    hi_estimate = _root_estimate(position, float(fees), up=True)
+    hi = math.inf if hi_estimate == math.inf else _polish(covered[0], hi_estimate, up=True)
+    if hi is None:
+        hi = _bisect_bracket(covered, float(entry), step=2.0)
     return lo, hi
+
+
+#: Floats walked from a closed-form root to where the float test changes (the
+#: estimate is a few ulps off; rounding noise in the test can widen that a little).
+_POLISH_STEPS = 64
+
+
+def _root_estimate(position: Position, fees: float, *, up: bool) -> float:
+    """The price above (``up``) or below the entry where ``loss_vs_hold + fees = 0``,
+    in closed form; NaN when it cannot be formed in floats, inf when nothing is lost.
+
+    With L the liquidity, s0 the clamped sqrt entry price and [a, b] the sqrt range:
+    in range the loss is ``-L (q - s0)^2 / s0`` (q = sqrt p), so q = s0 +- sqrt(F s0 / L);
+    above the range it is ``-L (b - s0)(p - b s0) / (b s0)``, so p = b s0 (1 + F / (L (b - s0)));
+    below, ``-L (s0 - a)(a s0 - p) / (a s0)``, so p = a s0 (1 - F / (L (s0 - a))).
+    """
+    liquidity, s0 = position.liquidity, position._sqrt_entry
+    a, b = position.sqrt_lower, position.sqrt_upper
+    # plain float arithmetic: an overflow gives inf and a degenerate case NaN or 0, which
+    # _polish turns down (the bisection then answers)
+    if up:
+        if b == s0:
+            return math.inf  # entered at or above the range: only quote is held
+        q = s0 + math.sqrt(fees * s0 / liquidity)
+        if q <= b:
+            return q * q
+        return b * s0 * (1.0 + fees / (liquidity * (b - s0)))
+    if a == s0:
+        return 0.0  # entered at or below the range: falling loses nothing more
+    q = s0 - math.sqrt(fees * s0 / liquidity)
+    if q >= a:
+        return q * q
+    return a * s0 * (1.0 - fees / (liquidity * (s0 - a)))
+
+
+def _polish(covered: Callable[[float], bool], estimate: float, *, up: bool) -> float | None:
+    """The float near ``estimate`` where fees still cover the loss and the next float
+    outwards (up or down) is one where they do not; None if not found within
+    :data:`_POLISH_STEPS` floats or ``estimate`` is not a positive finite price."""
+    if not (0.0 < estimate < math.inf) or math.isnan(estimate):
+        return None
+    outward = math.inf if up else 0.0
+    inward = 0.0 if up else math.inf
+    price = estimate
+    if covered(price):
+        for _ in range(_POLISH_STEPS):
+            beyond = math.nextafter(price, outward)
+            if not 0.0 < beyond < math.inf:
+                return None
+            if not covered(beyond):
+                return price
+            price = beyond
+        return None
+    for _ in range(_POLISH_STEPS):
+        price = math.nextafter(price, inward)
+        if not 0.0 < price < math.inf:
+            return None
+        if covered(price):
+            return price
+    return None
 
 
 #: What the bisection needs to test prices: the test itself, and the position's constants

@@ -1,11 +1,14 @@
-"""The fast paths give the results of the code they replaced, bit for bit.
+"""The fast paths give the results of the code they replaced, bit for bit (but one).
 
-- ``rules.lp.Position``'s price methods, ``rules.lp.break_even`` and
-  ``rules.expr.Expr.explain`` evaluate one value in plain Python floats (``math.sqrt`` and
-  Python arithmetic) instead of numpy scalars. IEEE 754 rounds every one of those
+- ``rules.lp.Position``'s price methods and ``rules.expr.Expr.explain`` evaluate one
+  value in plain Python floats (``math.sqrt`` and Python arithmetic) instead of numpy
+  scalars. IEEE 754 rounds every one of those
   operations the same way, so the results must be identical, not close: each property
   compares against the old numpy code, kept below as the reference (``old_*``), with
   ``==`` on the bits.
+- ``rules.lp.break_even`` solves its roots in closed form and walks to the float where
+  its float test flips: the bisection's answer, or (where that test is noisy) another
+  flip a few ulps away; both are checked against the test itself.
 - ``Pipeline.step_many`` checks the sample values of its whole table once (its steps then
   skip the per-step check): a bad value is refused before any step.
 - A large backtest draws its charts in a second process while it writes its JSON files:
@@ -235,12 +238,33 @@ fees = st.one_of(
 
 
 @given(positions(), fees)
-@settings(max_examples=300, deadline=None)
-def test_break_even_equals_the_numpy_bisection(position: Position, fee_total: float) -> None:
+@settings(max_examples=500, deadline=None)
+def test_break_even_is_where_the_float_test_changes_and_agrees_with_bisection(
+    position: Position, fee_total: float
+) -> None:
+    """The closed form + float walk lands where ``loss_vs_hold + fees >= 0`` flips
+    between adjacent floats, as the bisection does. Near a root whose float test is
+    noisy (fees a large part of the value: cancellation) the two may settle on
+    different flips a few ulps apart (about 0.5 % of random cases), both valid."""
     with np.errstate(all="ignore"):
         expected = old_break_even(position, fee_total)
-    lo, hi = position.break_even(fee_total)
-    assert (bits(lo), bits(hi)) == (bits(expected[0]), bits(expected[1]))
+        lo, hi = position.break_even(fee_total)
+
+        def covered(price: float) -> bool:
+            return bool(old_loss_vs_hold(position, price) + fee_total >= 0)
+
+        if lo > 0:
+            assert covered(lo)
+            assert not covered(math.nextafter(lo, 0.0))
+        if hi < math.inf:
+            assert covered(hi)
+            assert not covered(math.nextafter(hi, math.inf))
+    assert lo <= position.entry_price <= hi or fee_total == 0
+    assert lo == pytest.approx(expected[0], rel=1e-12, abs=0)
+    if math.isinf(expected[1]):
+        assert math.isinf(hi)
+    else:
+        assert hi == pytest.approx(expected[1], rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize(
