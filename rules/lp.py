@@ -18,8 +18,8 @@ Guarantees kept here:
   the same IEEE 754 operations in the same order as the numpy code, so the same
   bits, ~20x faster on one value), and a result that is not finite is recomputed by
   the numpy code, so even overflows give the old values and warnings;
-- :func:`break_even` is a bisection to float resolution whose every step is that
-  plain-float test (about 100 per call: ~35 us instead of ~1.5 ms);
+- :func:`break_even` solves each bound in closed form and walks the few floats to
+  where that plain-float test flips (~20 us; a bisection is the fallback);
 - the raw-unit helpers (:class:`TokenPair` conversions of prices, ``sqrtPriceX96``
   and liquidity; token amounts with the contracts' integer rounding) use exact
   integer or rational arithmetic, so their results can be compared with the pool
@@ -654,11 +654,11 @@ def break_even(position: Position, fees: float) -> tuple[float, float]:
     # Going to 0, value -> 0 and hold -> quote0: the loss tends to quote0.
     lo: float | None = 0.0
     if fees < quote0:
-        lo = _polish(covered[0], _root_estimate(position, float(fees), up=False), up=False)
+        lo = _polish(covered, _root_estimate(position, float(fees), up=False), up=False)
     if lo is None:
         lo = _bisect_bracket(covered, float(entry), step=0.5)
     hi_estimate = _root_estimate(position, float(fees), up=True)
-    hi = math.inf if hi_estimate == math.inf else _polish(covered[0], hi_estimate, up=True)
+    hi = math.inf if hi_estimate == math.inf else _polish(covered, hi_estimate, up=True)
     if hi is None:
         hi = _bisect_bracket(covered, float(entry), step=2.0)
     return lo, hi
@@ -701,7 +701,7 @@ def _polish(covered: Callable[[float], bool], estimate: float, *, up: bool) -> f
     """The float near ``estimate`` where fees still cover the loss and the next float
     outwards (up or down) is one where they do not; None if not found within
     :data:`_POLISH_STEPS` floats or ``estimate`` is not a positive finite price."""
-    if not (0.0 < estimate < math.inf) or math.isnan(estimate):
+    if not 0.0 < estimate < math.inf:  # also NaN
         return None
     outward = math.inf if up else 0.0
     inward = 0.0 if up else math.inf
@@ -724,18 +724,12 @@ def _polish(covered: Callable[[float], bool], estimate: float, *, up: bool) -> f
     return None
 
 
-#: What the bisection needs to test prices: the test itself, and the position's constants
-#: for the same test written inline in the bisection loop (see _bisect_bracket).
-_Coverage = tuple[Callable[[float], bool], float, float, float, float, float]
-
-
-def _coverage_test(position: Position, fees: float) -> _Coverage:
-    """``price -> position.loss_vs_hold(price) + fees >= 0``, for the bisection.
+def _coverage_test(position: Position, fees: float) -> Callable[[float], bool]:
+    """``price -> position.loss_vs_hold(price) + fees >= 0``, for the root search.
 
     The body is :meth:`Position.loss_vs_hold`'s plain-float path with the position's
-    constants bound once (the bisection tests ~100 prices per break-even); a price or a
-    result that path would not keep goes to the method itself, so every answer is the
-    method's, bit for bit.
+    constants bound once; a price or a result that path would not keep goes to the
+    method itself, so every answer is the method's, bit for bit.
     """
     liquidity = position.liquidity
     sqrt_lower, sqrt_upper, s0 = position.sqrt_lower, position.sqrt_upper, position._sqrt_entry
@@ -752,12 +746,11 @@ def _coverage_test(position: Position, fees: float) -> _Coverage:
                     return loss + fees >= 0
         return position.loss_vs_hold(price) + fees >= 0
 
-    return covered, liquidity, sqrt_lower, sqrt_upper, s0, fees
+    return covered
 
 
-def _bisect_bracket(coverage: _Coverage, entry: float, *, step: float) -> float:
-    covered, liquidity, sqrt_lower, sqrt_upper, s0, fees = coverage
-    sqrt, isfinite, inf = math.sqrt, math.isfinite, math.inf
+def _bisect_bracket(covered: Callable[[float], bool], entry: float, *, step: float) -> float:
+    # The fallback of break_even: bracket by halving/doubling from the entry, bisect.
     inner = entry
     outer = entry
     for _ in range(_BRACKET_STEPS):
@@ -777,19 +770,7 @@ def _bisect_bracket(coverage: _Coverage, entry: float, *, step: float) -> float:
         middle = 0.5 * (inner + outer)
         if middle in (inner, outer):
             break
-        # covered(middle), written out: this loop is where a break-even spends its time.
-        holds: bool | None = None
-        if 0.0 < middle < inf:
-            q = sqrt(middle)
-            s = sqrt_lower if q < sqrt_lower else (sqrt_upper if q > sqrt_upper else q)
-            denominator = s * s0
-            if 0.0 < denominator < inf:
-                loss = liquidity * (s - s0) * (s * (s0 - q) + q * (s - q)) / denominator
-                if isfinite(loss):
-                    holds = loss + fees >= 0
-        if holds is None:
-            holds = covered(middle)
-        if holds:
+        if covered(middle):
             inner = middle
         else:
             outer = middle

@@ -42,6 +42,7 @@ from daemon.backtest import (
 )
 from daemon.chart import render_jobs
 from rules import expr as expr_module
+from rules import lp as lp_module
 from rules.engine import LayerSpec
 from rules.expr import MAX_DEPTH, MAX_LENGTH, Expr, parse, truths
 from rules.features import FeatureParams
@@ -283,6 +284,22 @@ def test_break_even_examples_equal_the_numpy_bisection(
     position: Position, fee_total: float
 ) -> None:
     assert position.break_even(fee_total) == old_break_even(position, fee_total)
+
+
+@given(positions(), fees)
+@settings(max_examples=200, deadline=None)
+def test_break_even_fallback_is_the_numpy_bisection(position: Position, fee_total: float) -> None:
+    """With no float walk allowed, every bound comes from the fallback bisection:
+    bit for bit the old one."""
+    steps = lp_module._POLISH_STEPS
+    lp_module._POLISH_STEPS = 0
+    try:
+        with np.errstate(all="ignore"):
+            got = position.break_even(fee_total)
+            expected = old_break_even(position, fee_total)
+    finally:
+        lp_module._POLISH_STEPS = steps
+    assert (bits(got[0]), bits(got[1])) == (bits(expected[0]), bits(expected[1]))
 
 
 # --------------------------------------------------------------------------- reasons
