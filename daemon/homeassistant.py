@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from daemon import __version__
-from daemon.jobs import on_loop
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -336,7 +335,7 @@ def attach(daemon: Daemon) -> HomeAssistantDiscovery | None:
     ha.refresh()
     daemon.publisher.subscribe(f"{ha.discovery_prefix}/status", ha.on_ha_status)
     daemon.scheduler.add_job(
-        on_loop(ha.tick),
+        ha.tick,
         "interval",
         seconds=REFRESH_SECONDS,
         id="homeassistant",

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from adapters.errors import FatalError, TransientError
 from adapters.evm import Block, EvmChain, PoolSpec, Reorg
@@ -44,7 +43,7 @@ from daemon import __version__, homeassistant, logs, silences
 from daemon.config import ChainConfig, Config, ConfigError, load_config
 from daemon.errors import UserError
 from daemon.http import start_http
-from daemon.jobs import on_loop
+from daemon.jobs import LoopScheduler
 from daemon.metrics import Metrics
 from daemon.publisher import Publisher
 from daemon.sdnotify import Notifier
@@ -219,15 +218,15 @@ class Daemon:
             self.publisher.retain(status_.topic_suffix, status_.to_payload())
         self._update_firing_gauges()
 
-        scheduler = AsyncIOScheduler(timezone="UTC")
+        scheduler = LoopScheduler(timezone="UTC")
         scheduler.add_job(
-            on_loop(self._checkpoint),
+            self._checkpoint,
             "interval",
             seconds=cfg.daemon.checkpoint_interval,
             id="checkpoint",
         )
-        scheduler.add_job(on_loop(self._housekeeping), "interval", hours=1, id="housekeeping")
-        scheduler.add_job(on_loop(self._plan_calendar), "interval", hours=12, id="calendar-plan")
+        scheduler.add_job(self._housekeeping, "interval", hours=1, id="housekeeping")
+        scheduler.add_job(self._plan_calendar, "interval", hours=12, id="calendar-plan")
         for rt in self.chains.values():
             # Polling where no new-heads stream wakes the chain: "head" polls fast over
             # HTTP, or every 2 s as a safety net under an eth_subscribe newHeads stream.
@@ -236,11 +235,11 @@ class Daemon:
             else:
                 rt.tick_seconds = float(rt.cfg.poll_interval)
             scheduler.add_job(
-                on_loop(rt.tick.set), "interval", seconds=rt.tick_seconds, id=f"poll-{rt.cfg.name}"
+                rt.tick.set, "interval", seconds=rt.tick_seconds, id=f"poll-{rt.cfg.name}"
             )
         if self.notifier.watchdog_interval:
             scheduler.add_job(
-                on_loop(self._watchdog),
+                self._watchdog,
                 "interval",
                 seconds=self.notifier.watchdog_interval,
                 id="watchdog",
@@ -619,7 +618,7 @@ class Daemon:
         self._announce_calendar(now)
         for edge in transitions(windows, now, now + 13 * 3600):
             self.scheduler.add_job(
-                on_loop(self._announce_calendar),
+                self._announce_calendar,
                 "date",
                 run_date=iso_utc(edge.time).replace("Z", "+00:00"),
                 args=[edge.time],

@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from daemon.jobs import on_loop
 from daemon.store import QueuedAlert
 from rules.alert import Alert, LayerStatus
 from rules.durations import format_duration, iso_utc, parse_duration, parse_iso_utc
@@ -1002,7 +1001,7 @@ def attach(daemon: Daemon) -> SilenceService:
         publisher.subscribe(f"{prefix}/cmd/silence", service.on_silence)
         publisher.subscribe(f"{prefix}/cmd/ack", service.on_ack)
     daemon.scheduler.add_job(
-        on_loop(service.tick),
+        service.tick,
         "interval",
         seconds=EXPIRY_CHECK_SECONDS,
         id="silences-expiry",
