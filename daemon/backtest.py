@@ -634,13 +634,6 @@ class ChartDrawing:
             self.job_file.unlink(missing_ok=True)
 
 
-def write_charts(run: BacktestRun, out: Path, data: Sequence[str]) -> list[Path]:
-    """The charts and report.html (in this process); returns their paths."""
-    jobs = chart_jobs(run, out)
-    render_jobs(jobs)
-    return write_report_html(run, out, data, [(job.name, job.path) for job in jobs])
-
-
 def write_report_html(
     run: BacktestRun, out: Path, data: Sequence[str], charts: Sequence[tuple[str, Path]]
 ) -> list[Path]:

@@ -34,7 +34,6 @@ cannot feed back into the alerts. What this module guarantees:
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -58,9 +57,6 @@ CloseAt = Literal["resolution", "expiry"]
 CLOSE_AT: tuple[str, ...] = ("resolution", "expiry")
 SCHEMA = "alvh.backtest.v1"
 _FIRING = int(State.FIRING)
-#: iso_utc with a memory: a report formats the same few hourly stamps (trade opens,
-#: expiries, closes) hundreds of thousands of times; strftime costs ~3 us a call.
-_iso = functools.lru_cache(maxsize=1 << 16)(iso_utc)
 _ERFC = np.frompyfunc(math.erfc, 1, 1)
 
 
@@ -194,16 +190,16 @@ class Trade:
         return {
             "layer": self.layer,
             "instrument": self.instrument,
-            "opened": _iso(self.opened),
+            "opened": iso_utc(self.opened),
             "open_price": self.open_price,
             "strike": self.strike,
             "call_strike": self.call_strike,
-            "expiry": _iso(self.expiry),
+            "expiry": iso_utc(self.expiry),
             "notional": self.notional,
             "volatility": self.volatility,
             "premium": self.premium,
             "spread": self.spread,
-            "closed": _iso(self.closed) if self.closed is not None else None,
+            "closed": iso_utc(self.closed) if self.closed is not None else None,
             "how": self.how,
             "close_price": _num(self.close_price),
             "close_volatility": _num(self.close_volatility),

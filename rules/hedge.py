@@ -24,11 +24,10 @@ Time to expiry uses 365-day years; ``theta_daily`` is the hedge's theta / 365.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from rules.durations import iso_utc
 from rules.lp import Position, fee_share, fees_over_horizon
 from rules.options import black_scholes
 from rules.types import ValidationError
@@ -148,7 +147,7 @@ class HedgeAdvice:
         payload: dict[str, object] = {
             "instrument": self.instrument,
             "strike": _json_number(self.strike),
-            "expiry": _expiry_text(self.expiry),
+            "expiry": iso_utc(self.expiry),
             "notional": _json_number(self.notional),
             "premium_estimate": _json_number(self.premium_estimate),
             "il_now": _json_number(self.il_now),
@@ -165,12 +164,6 @@ class HedgeAdvice:
             position="notional-1-quote" if self.notional_position else "configured",
         )
         return payload
-
-
-@functools.lru_cache(maxsize=4096)
-def _expiry_text(expiry: int) -> str:
-    # Cached: advice on a time grid repeats expiries (every pool of a step shares one).
-    return datetime.fromtimestamp(expiry, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json_number(value: float) -> float | None:
