@@ -174,29 +174,47 @@ def main() -> None:
         n_steps, n_pools = aligned.price.shape
         pool_bars = n_steps * n_pools
 
-        # Baselines on a prefix (fresh pipelines each, the same steps for all three).
-        b = min(args.baseline_steps, n_steps)
         infos = [p.info for p in plans]
+
+        def batch_seconds(steps: int, compiled: bool) -> float:
+            zeros = np.zeros((steps, n_pools), dtype=np.int64)
+            pipeline = Pipeline(spec, infos)
+            pipeline.compiled = compiled
+            start = time.perf_counter()
+            pipeline.step_many(
+                aligned.times[:steps],
+                aligned.price[:steps],
+                aligned.tvl[:steps],
+                aligned.tick_tvl[:steps],
+                aligned.volume[:steps],
+                zeros,
+                zeros,
+                statuses=False,
+            )
+            return time.perf_counter() - start
+
+        # The compiled loops load from numba's cache (or compile, the first time ever):
+        # a stage of its own, part of the total.
+        stages["jit"] = batch_seconds(2, compiled=True)
+
+        # Baselines on a prefix (fresh pipelines each, the same steps for all four).
+        b = min(args.baseline_steps, n_steps)
         per_pool = baseline_steps(Pipeline(spec, infos), aligned, b, per_pool=True)
         per_time = baseline_steps(Pipeline(spec, infos), aligned, b, per_pool=False)
-        zeros = np.zeros((b, n_pools), dtype=np.int64)
-        t0 = time.perf_counter()
-        Pipeline(spec, infos).step_many(
-            aligned.times[:b],
-            aligned.price[:b],
-            aligned.tvl[:b],
-            aligned.tick_tvl[:b],
-            aligned.volume[:b],
-            zeros,
-            zeros,
-            statuses=False,
-        )
-        batched = time.perf_counter() - t0
+        batched = batch_seconds(b, compiled=False)
+        batched_compiled = batch_seconds(b, compiled=True)
 
         pipeline = Pipeline(spec, infos)
         timer = Timer()
-        pipeline.features.update = timer.wrap("features", pipeline.features.update)  # type: ignore[method-assign]
-        pipeline.engine.evaluate = timer.wrap("rules", pipeline.engine.evaluate)  # type: ignore[method-assign]
+        # Both the per-step code and the compiled tables are timed (a batch takes one).
+        features, engine = pipeline.features, pipeline.engine
+        features.update = timer.wrap("features", features.update)  # type: ignore[method-assign]
+        features.update_table = timer.wrap("features", features.update_table)  # type: ignore[method-assign]
+        engine.evaluate = timer.wrap("rules", engine.evaluate)  # type: ignore[method-assign]
+        engine.evaluate_table = timer.wrap("rules", engine.evaluate_table)  # type: ignore[method-assign]
+        # Turning an event row of the compiled loops into its Transition: the decision is
+        # made; what is left is per alert (the reason text), timed on its own.
+        engine.table_transition = timer.wrap("reasons", engine.table_transition)  # type: ignore[method-assign]
         pipeline._alert = timer.wrap("alerts", pipeline._alert)  # type: ignore[method-assign]
         pipeline._hedge = timer.wrap("hedge", pipeline._hedge)  # type: ignore[method-assign]
         # Position.break_even calls this module function: time it inside the hedge stage.
@@ -206,12 +224,13 @@ def main() -> None:
         t_pipeline = time.perf_counter() - t0
         stages["features"] = timer.total.get("features", 0.0)
         stages["rules"] = timer.total.get("rules", 0.0)
+        stages["alert reasons"] = timer.total.get("reasons", 0.0)
         stages["alerts (excl. hedge)"] = timer.total.get("alerts", 0.0) - timer.total.get(
             "hedge", 0.0
         )
         stages["hedge"] = timer.total.get("hedge", 0.0)
         stages["pipeline rest"] = t_pipeline - sum(
-            timer.total.get(k, 0.0) for k in ("features", "rules", "alerts")
+            timer.total.get(k, 0.0) for k in ("features", "rules", "reasons", "alerts")
         )
 
         run = BacktestRun(
@@ -251,6 +270,13 @@ def main() -> None:
         f"per step: features {stages['features'] / n_steps * 1e6:.0f} us, "
         f"rules {stages['rules'] / n_steps * 1e6:.0f} us"
     )
+    if timer.calls.get("reasons"):
+        with_reasons = core + stages["alert reasons"]
+        print(
+            f"with the alert reasons (text per alert event, {timer.calls['reasons']:,} of them, "
+            f"{stages['alert reasons'] / timer.calls['reasons'] * 1e6:.1f} us each): "
+            f"{with_reasons:.2f} s = {pool_bars / with_reasons:,.0f} pool-bars/s"
+        )
     chart_rows = 0 if args.no_chart else sum(len(p.series) for p in plans[:MAX_CHARTS])
     if chart_rows:
         where = (
@@ -271,13 +297,15 @@ def main() -> None:
             f"{timer.total.get('break_even', 0.0) / timer.calls['hedge'] * 1e3:.2f} ms"
         )
     print(
-        f"\nthe first {b} steps ({b * n_pools:,} pool-bars) three ways:\n"
+        f"\nthe first {b} steps ({b * n_pools:,} pool-bars) four ways:\n"
         f"  one Pipeline.step per pool per time:     {per_pool:7.2f} s "
         f"({b * n_pools / per_pool:9,.0f} pool-bars/s)\n"
         f"  one Pipeline.step per time (all pools):  {per_time:7.2f} s "
         f"({b * n_pools / per_time:9,.0f} pool-bars/s)\n"
-        f"  Pipeline.step_many (statuses off):       {batched:7.2f} s "
-        f"({b * n_pools / batched:9,.0f} pool-bars/s)"
+        f"  Pipeline.step_many, per-step code:       {batched:7.2f} s "
+        f"({b * n_pools / batched:9,.0f} pool-bars/s)\n"
+        f"  Pipeline.step_many, compiled loops:      {batched_compiled:7.2f} s "
+        f"({b * n_pools / batched_compiled:9,.0f} pool-bars/s)"
     )
     targets = [
         ("indicators + rules >= 1,000,000 pool-bars/s", pool_bars / core >= 1_000_000),

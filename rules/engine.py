@@ -280,6 +280,137 @@ class LayerEngine:
             time, cols, crow, features, states, csig, nxt, block, block_hash, events_only
         )
 
+    def evaluate_table(
+        self,
+        times: NDArray[np.int64],
+        features: Mapping[str, NDArray[np.float64]],
+        states_out: NDArray[np.int8],
+    ) -> NDArray[np.int64]:
+        """``evaluate(times[t], all rows, features at t, events_only=True)`` for each ``t``,
+        in compiled loops.
+
+        ``features[name]`` has shape ``(T * n_pools,)``: step-major, one value per pool at
+        each step. Writes the state after step ``t`` into ``states_out[t]`` and returns
+        the alert events as rows of :data:`rules.kernels.EVENT_COLUMNS` (plus released,
+        notify), in the order ``evaluate`` returns them; :meth:`table_transition` turns one
+        into its :class:`Transition`. The state after is the state the ``evaluate`` calls
+        leave (``tests/test_kernels.py``).
+        """
+        from rules import kernels  # noqa: PLC0415 - numba loads only for batches
+
+        n_steps, n_layers, n_pools = int(times.shape[0]), len(self.layers), self.n_pools
+        shape = (n_layers, n_steps, n_pools)
+        when_true = np.empty(shape, dtype=np.bool_)
+        when_false = np.empty(shape, dtype=np.bool_)
+        for li, when in enumerate(truths(self._whens, features)):
+            when_true[li] = when.true.reshape(n_steps, n_pools)
+            when_false[li] = when.false.reshape(n_steps, n_pools)
+        # The clear condition: clear_when when given, else when being false.
+        clear_true, clear_false = when_false, when_true
+        if self._clear_whens:
+            clear_true, clear_false = when_false.copy(), when_true.copy()
+            conditions = [clear_when for _, clear_when in self._clear_whens]
+            for (li, _), truth in zip(self._clear_whens, truths(conditions, features), strict=True):
+                clear_true[li] = truth.true.reshape(n_steps, n_pools)
+                clear_false[li] = truth.false.reshape(n_steps, n_pools)
+        settings = np.concatenate(
+            [
+                self._for,
+                self._keep_firing_for,
+                self._cooldowns,
+                self._repeat_interval,
+                self._start_signal.astype(np.int64),
+            ],
+            axis=1,
+        )
+        inhibits = np.array(
+            [
+                [hi_spec.inhibit_lower and low.level < hi_spec.level for low in self.layers]
+                for hi_spec in self.layers
+            ],
+            dtype=np.bool_,
+        ).reshape(n_layers, n_layers)
+        timers = np.stack([self.since, self.clear_since, self.last_notified, self.cooldown_until])
+        # At most one event per (layer, pool, step): a released firing is unchanged.
+        events = np.empty((max(n_layers * n_steps * n_pools, 1), kernels.N_EVENT_COLUMNS), np.int64)
+        n_events = kernels.layer_steps(
+            np.ascontiguousarray(times, dtype=np.int64),
+            when_true,
+            when_false,
+            clear_true,
+            clear_false,
+            self.state,
+            timers,
+            self.notified,
+            settings,
+            inhibits,
+            _NEXT.astype(np.int64),
+            states_out,
+            events,
+        )
+        self.since, self.clear_since, self.last_notified, self.cooldown_until = timers
+        if n_events < 0:
+            li, row = divmod(-1 - n_events, n_pools)
+            raise IllegalTransitionError(
+                f"layer {self.layers[li].name}, row {row}: no transition for "
+                f"{State(int(events[0, 3])).name} on {Signal(int(events[0, 5])).name}"
+            )
+        return events[:n_events]
+
+    def table_transition(
+        self,
+        event: Sequence[int],
+        time: int,
+        features: Mapping[str, NDArray[np.float64]],
+        *,
+        block: int,
+        block_hash: str,
+    ) -> Transition:
+        """The :class:`Transition` of one event row of :meth:`evaluate_table`, with its
+        reason read from ``features`` (the step's values, one per pool)."""
+        from rules.kernels import EV_NOTIFY, EV_RELEASED  # noqa: PLC0415
+
+        _, li, row, prev, new, sig, inh, since = (int(v) for v in event[:8])
+        if event[EV_RELEASED]:
+            reason = (
+                f"{self._reason(li, features, row)} (no longer "
+                f"inhibited by {self.layers[inh].name})"
+            )
+            return Transition(
+                row=row,
+                layer=li,
+                previous=State.FIRING,
+                state=State.FIRING,
+                event="firing",
+                time=time,
+                since=since,
+                block=block,
+                block_hash=block_hash,
+                reason=reason,
+                uninhibited=True,
+            )
+        event_kind = _EVENT_OF[prev][sig]
+        reason = (
+            self._reason(li, features, row)
+            if event_kind == "firing"
+            else self._clear_reason(li, features, row)
+        )
+        return Transition(
+            row=row,
+            layer=li,
+            previous=_STATE_OF[prev],
+            state=_STATE_OF[new],
+            event=event_kind,
+            time=time,
+            since=since,
+            block=block,
+            block_hash=block_hash,
+            reason=reason,
+            repeat=sig == _REPEAT,
+            notify=bool(event[EV_NOTIFY]),
+            inhibited_by=self.layers[inh].name if inh >= 0 else None,
+        )
+
     def _signals(
         self,
         time: int,

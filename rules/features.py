@@ -388,6 +388,169 @@ class FeatureEngine:
             late_rows=late,
         )
 
+    def can_update_table(self, first_time: int) -> bool:
+        """Whether :meth:`update_table` can start at ``first_time``: no sample of it would
+        be late (every pool's forming bar is at or before ``first_time``'s bar)."""
+        return bool(self.n_pools) and first_time // self._interval >= int(self.bars.bar_index.max())
+
+    def update_table(
+        self,
+        times: I64,
+        price: F64,
+        tvl: F64,
+        tick_tvl: F64,
+        volume: F64,
+        swaps: I64,
+        mev_swaps: I64,
+    ) -> F64:
+        """``update(times[t], all rows, price[t], ...)`` for each ``t``, in compiled loops.
+
+        Every argument but ``times`` has shape ``(T, n_pools)``: every pool has a sample at
+        every time, the times are non-decreasing, their values were checked
+        (:func:`rules.bars.check_sample_values`) and :meth:`can_update_table` holds.
+        Returns ``out[f, t, row]``, feature ``ENGINE_FEATURES[f]`` of each step's snapshot,
+        except ``corr``, which is NaN (its sums are not reproducible outside numpy: a
+        caller that needs it steps with :meth:`update`). The state after is the state
+        the ``update`` calls leave, bit for bit (``tests/test_kernels.py``).
+        """
+        from rules import kernels  # noqa: PLC0415 - numba loads only for batches
+
+        p = self.params
+        k = self.n_pools
+        n_steps = int(times.shape[0])
+        out = np.empty((len(ENGINE_FEATURES), n_steps, k))
+        out[ENGINE_FEATURES.index("corr")] = np.nan
+        if n_steps == 0:
+            return out
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_price = np.log(price)
+        bars = self.bars
+        bar_floats = np.stack(
+            [bars.open, bars.high, bars.low, bars.close, bars.volume, bars.tvl, bars.tick_tvl]
+        )
+        bar_ints = np.stack(
+            [
+                bars.bar_index,
+                bars.open_time,
+                bars.close_time,
+                bars.swaps,
+                bars.mev_swaps,
+                bars.samples,
+            ]
+        )
+        pool = np.stack(
+            [self.last_close, self.last_log_close, self.forming_log_close, self.l_eq_ref]
+        )
+        pool_ints = np.stack(
+            [self.n_closed, self.last_closed_bar, self.advance_decline, self.forming_sign]
+        )
+        float_windows = (self.sigma_win, self.corr_win, self.rv_win, self.volume_win)
+        int_windows = (self.swaps_win, self.mev_win)
+        windows = np.stack([np.stack([w.total, w.total_sq]) for w in float_windows])
+        window_ints = np.stack([w.last_nonzero for w in (*float_windows, *int_windows)])
+        int_totals = np.stack([w.total for w in int_windows])
+        rsi, macd, bb = self.rsi, self.macd, self.bb
+        rsi_state = np.stack([rsi.prev, rsi.gain, rsi.loss])
+        macd_state = np.stack([macd.slow_value, macd.fast_value, macd.signal_value])
+        bb_state = np.stack([bb.sma_total, bb.shift, bb.dev_sum, bb.dev_sq_sum])
+        bb_ints = np.stack([bb.count, bb.last_change])
+        rsi_count, macd_count = rsi.count.copy(), macd.count.copy()
+        corr_distinct = self.corr_win is not self.sigma_win
+        params = np.array(
+            [
+                self._interval,
+                p.rsi_period,
+                p.macd_fast,
+                p.macd_slow,
+                p.macd_signal,
+                p.bb_period,
+                p.sigma_window,
+                p.realized_vol_window,
+                *self._horizons,
+                self._close_ring_len,
+                self.l_eq_ring.shape[0],
+                int(corr_distinct),
+                *(w.length for w in float_windows),
+                0,
+                self.swaps_win.length,
+            ],
+            dtype=np.int64,
+        )
+        fparams = np.array(
+            [
+                macd._k_fast,
+                macd._k_slow,
+                macd._k_signal,
+                bb.nbdev,
+                self._ppy_sqrt,
+                _IV_SCALE,
+                *(1.0 / math.sqrt(n) for n in self._horizons),
+            ]
+        )
+        kernels.feature_steps(
+            np.ascontiguousarray(times, dtype=np.int64),
+            log_price,
+            np.ascontiguousarray(price),
+            np.ascontiguousarray(tvl),
+            np.ascontiguousarray(tick_tvl),
+            np.ascontiguousarray(volume),
+            np.ascontiguousarray(swaps, dtype=np.int64),
+            np.ascontiguousarray(mev_swaps, dtype=np.int64),
+            out,
+            bar_floats,
+            bar_ints,
+            pool,
+            pool_ints,
+            self.log_close_ring,
+            self.l_eq_ring,
+            windows,
+            window_ints,
+            tuple(w.ring for w in float_windows),
+            int_totals,
+            tuple(w.ring for w in int_windows),
+            rsi_state,
+            rsi_count,
+            macd_state,
+            macd_count,
+            bb_state,
+            bb_ints,
+            bb.ring,
+            self.fees,
+            params,
+            fparams,
+        )
+        # Hand the stacked state back (rows of the stacks are fresh arrays of their own).
+        for name, value in zip(
+            ("open", "high", "low", "close", "volume", "tvl", "tick_tvl"), bar_floats, strict=True
+        ):
+            setattr(bars, name, value)
+        for name, value in zip(
+            ("bar_index", "open_time", "close_time", "swaps", "mev_swaps", "samples"),
+            bar_ints,
+            strict=True,
+        ):
+            setattr(bars, name, value)
+        self.last_close, self.last_log_close, self.forming_log_close, self.l_eq_ref = pool
+        self.n_closed, self.last_closed_bar, self.advance_decline, self.forming_sign = pool_ints
+        for i, window in enumerate(float_windows):
+            if i == 1 and not corr_distinct:
+                continue
+            window.total, window.total_sq = windows[i]
+            window.last_nonzero = window_ints[i]
+        for i, window in enumerate(int_windows):
+            window.total = int_totals[i]
+            window.last_nonzero = window_ints[4 + i]
+        rsi.prev, rsi.gain, rsi.loss = rsi_state
+        rsi.count = rsi_count
+        macd.slow_value, macd.fast_value, macd.signal_value = macd_state
+        macd.count = macd_count
+        bb.sma_total, bb.shift, bb.dev_sum, bb.dev_sq_sum = bb_state
+        bb.count, bb.last_change = bb_ints
+        for indicator in (rsi, macd, bb):
+            indicator._pending = None  # the last peek's step is not this state's
+        self._corr_dirty = True
+        return out
+
     def _commit(self, step: ClosedBars, everyone: bool) -> dict[str, F64]:
         """Commit one closing step (each row once) to indicators and windows.
 

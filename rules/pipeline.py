@@ -127,6 +127,9 @@ _Columns = tuple[
 
 
 _SAMPLE_COLUMNS = ("price", "tvl", "tick_tvl", "volume", "swaps", "mev_swaps")
+#: Steps per compiled chunk (:meth:`Pipeline._step_table`): bounds the feature and
+#: truth tables (~26 floats and ~4 bools per layer per pool-step) and the event table.
+TABLE_CHUNK = 4096
 
 
 @dataclass(slots=True)
@@ -181,6 +184,9 @@ class Pipeline:
                 [i for i, info in enumerate(self.pools) if info.pool.chain == chain], dtype=np.int64
             )
             self._journals[chain] = _ChainJournal(rows=rows)
+        #: step_many runs its steps in compiled loops where it can (_table_applies);
+        #: False keeps it on the per-step code (the reference the tests compare with).
+        self.compiled = True
 
     def set_fee(self, row: int, fee: float) -> None:
         """Fee tier read on chain (the config may leave it unset)."""
@@ -402,6 +408,9 @@ class Pipeline:
         )
         all_rows = np.arange(n_pools, dtype=np.int64)
         everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
+        if self.compiled and self._table_applies(stamps, everywhere, keep, statuses):
+            self._step_table(stamps, columns_of, block_numbers, block_hash, scales, result)
+            return result
         kept = [name for name in keep if name != "threshold_scale"]
         price_of, tvl_of, tick_tvl_of, volume_of, swaps_of, mev_swaps_of = columns_of
         stamp_list, block_list, scale_list = (
@@ -454,6 +463,112 @@ class Pipeline:
             if "threshold_scale" in result.values:
                 result.values["threshold_scale"][t, where] = scales[t]
         return result
+
+    def _table_applies(
+        self,
+        stamps: NDArray[np.int64],
+        everywhere: NDArray[np.bool_] | None,
+        keep: Sequence[str],
+        statuses: bool,
+    ) -> bool:
+        """Whether a batch can run in the compiled loops (:meth:`_step_table`): every pool
+        sampled at every time, no layer status wanted, ``corr`` neither read nor kept, and
+        no sample late for the state the pipeline is in."""
+        return (
+            not statuses
+            and stamps.size > 0
+            and (everywhere is None or bool(everywhere.all()))
+            and "corr" not in keep
+            and "corr" not in self.engine.names
+            and self.features.can_update_table(int(stamps[0]))
+        )
+
+    def _step_table(
+        self,
+        stamps: NDArray[np.int64],
+        columns: tuple[NDArray[Any], ...],
+        blocks: NDArray[np.int64],
+        block_hash: str,
+        scales: NDArray[np.float64],
+        result: BatchResult,
+    ) -> None:
+        """The steps of :meth:`step_many` in compiled loops (see :mod:`rules.kernels`), in
+        chunks of :data:`TABLE_CHUNK` steps: the same alerts in the same order and the
+        same state after."""
+        for start in range(0, stamps.size, TABLE_CHUNK):
+            window = slice(start, min(start + TABLE_CHUNK, stamps.size))
+            self._table_chunk(
+                stamps[window],
+                tuple(column[window] for column in columns),
+                blocks[window],
+                block_hash,
+                scales[window],
+                result,
+                start,
+            )
+
+    def _table_chunk(
+        self,
+        stamps: NDArray[np.int64],
+        columns: tuple[NDArray[Any], ...],
+        blocks: NDArray[np.int64],
+        block_hash: str,
+        scales: NDArray[np.float64],
+        result: BatchResult,
+        offset: int,
+    ) -> None:
+        n_steps, n_pools = stamps.size, len(self.pools)
+        price = columns[0]
+        if self._entries_unknown:
+            for row in np.flatnonzero(~self._entry_known).tolist():
+                self._entry_price[row] = float(price[0, row])
+            self._entry_known[:] = True
+            self._entries_unknown = 0
+        table = self.table_features(stamps, *columns)
+        flat = {name: table[i].reshape(-1) for i, name in enumerate(ENGINE_FEATURES)}
+        flat["threshold_scale"] = np.repeat(scales, n_pools)
+        events = self.table_rules(stamps, flat, result.states[offset : offset + n_steps])
+        for name, kept in result.values.items():
+            if name == "threshold_scale":
+                kept[offset : offset + n_steps] = scales[:, None]
+            else:
+                kept[offset : offset + n_steps] = table[ENGINE_FEATURES.index(name)]
+        if not events.size:
+            return
+        stamp_list, block_list, scale_list = stamps.tolist(), blocks.tolist(), scales.tolist()
+        step_of: int = -1
+        values: dict[str, NDArray[np.float64]] = {}
+        for event in events.tolist():
+            t = event[0]
+            if t != step_of:
+                step_of = t
+                values = {name: table[i, t] for i, name in enumerate(ENGINE_FEATURES)}
+                values["threshold_scale"] = self._scale_column(n_pools, scale_list[t])
+            tr = self.engine.table_transition(
+                event, stamp_list[t], values, block=block_list[t], block_hash=block_hash
+            )
+            alert = self._alert(tr, values, tr.row, scale_list[t])
+            if tr.notify:
+                result.alerts.append(alert)
+            else:
+                result.suppressed.append(alert)
+
+    def table_features(
+        self,
+        stamps: NDArray[np.int64],
+        *columns: NDArray[Any],
+    ) -> NDArray[np.float64]:
+        """Features of a table of steps (:meth:`FeatureEngine.update_table`)."""
+        return self.features.update_table(stamps, *columns)
+
+    def table_rules(
+        self,
+        stamps: NDArray[np.int64],
+        features: Mapping[str, NDArray[np.float64]],
+        states_out: NDArray[np.int8],
+    ) -> NDArray[np.int64]:
+        """Layer events of a table of steps (:meth:`LayerEngine.evaluate_table`)."""
+        return self.engine.evaluate_table(stamps, features, states_out)
 
     def _scale_column(self, size: int, scale: float) -> NDArray[np.float64]:
         column = self._scale_columns.get((size, scale))

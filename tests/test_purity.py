@@ -50,15 +50,51 @@ def test_rules_sources_import_nothing_forbidden() -> None:
                 assert node.func.id != "open", f"{path.name} opens a file"
 
 
-def test_importing_rules_loads_no_io_library() -> None:
-    modules = [f"rules.{p.stem}" for p in sorted(RULES.glob("*.py")) if p.stem != "__init__"]
+def _forbidden_after(imports: list[str]) -> set[str]:
+    """Forbidden modules loaded after importing ``imports`` in a fresh interpreter."""
     code = (
         "import sys\n"
-        + "".join(f"import {m}\n" for m in modules)
+        + "".join(f"import {m}\n" for m in imports)
         + f"bad = [m for m in sys.modules if m.split('.')[0] in {FORBIDDEN_MODULES!r}]\n"
         + "print(','.join(sorted(bad)))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     )
-    assert out.stdout.strip() == ""
+    return set(filter(None, out.stdout.strip().split(",")))
+
+
+#: rules.kernels is compiled by numba, which is imported only when a batch runs.
+COMPILED = "rules.kernels"
+
+
+def test_importing_rules_loads_no_io_library() -> None:
+    # What the daemon loads (rules.kernels only comes with a batch): nothing forbidden.
+    modules = [f"rules.{p.stem}" for p in sorted(RULES.glob("*.py")) if p.stem != "__init__"]
+    assert COMPILED in modules
+    assert _forbidden_after([m for m in modules if m != COMPILED]) == set()
+
+
+def test_the_compiled_kernels_add_nothing_to_what_numba_loads() -> None:
+    # numba itself loads `socket` (importlib.metadata -> email.utils), no I/O library of
+    # ours; rules.kernels must add nothing to that.
+    baseline = _forbidden_after(["numba"])
+    assert baseline <= {"socket"}, baseline
+    assert _forbidden_after(["numba", COMPILED]) == baseline
+
+
+def test_the_daemon_side_of_rules_does_not_load_numba() -> None:
+    modules = [
+        f"rules.{p.stem}"
+        for p in sorted(RULES.glob("*.py"))
+        if p.stem not in ("__init__", COMPILED.split(".")[1])
+    ]
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "print('numba' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert out.stdout.strip() == "False"
