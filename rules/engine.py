@@ -283,11 +283,13 @@ class LayerEngine:
     def evaluate_table(
         self,
         times: NDArray[np.int64],
+        present: NDArray[np.bool_],
         features: Mapping[str, NDArray[np.float64]],
         states_out: NDArray[np.int8],
     ) -> NDArray[np.int64]:
-        """``evaluate(times[t], all rows, features at t, events_only=True)`` for each ``t``,
-        in compiled loops.
+        """``evaluate(times[t], rows_t, features at t, events_only=True)`` for each ``t``,
+        ``rows_t`` the rows where ``present[t]`` (a step without any is skipped), in
+        compiled loops.
 
         ``features[name]`` has shape ``(T * n_pools,)``: step-major, one value per pool at
         each step. Writes the state after step ``t`` into ``states_out[t]`` and returns
@@ -335,6 +337,7 @@ class LayerEngine:
         events = np.empty((max(n_layers * n_steps * n_pools, 1), kernels.N_EVENT_COLUMNS), np.int64)
         n_events = kernels.layer_steps(
             np.ascontiguousarray(times, dtype=np.int64),
+            np.ascontiguousarray(present, dtype=np.bool_),
             when_true,
             when_false,
             clear_true,

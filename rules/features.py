@@ -396,6 +396,7 @@ class FeatureEngine:
     def update_table(
         self,
         times: I64,
+        present: NDArray[np.bool_],
         price: F64,
         tvl: F64,
         tick_tvl: F64,
@@ -403,15 +404,17 @@ class FeatureEngine:
         swaps: I64,
         mev_swaps: I64,
     ) -> F64:
-        """``update(times[t], all rows, price[t], ...)`` for each ``t``, in compiled loops.
+        """``update(times[t], rows_t, price[t, rows_t], ...)`` for each ``t`` with a row,
+        ``rows_t`` the rows where ``present[t]``, in compiled loops.
 
-        Every argument but ``times`` has shape ``(T, n_pools)``: every pool has a sample at
-        every time, the times are non-decreasing, their values were checked
+        Every argument but ``times`` has shape ``(T, n_pools)``; the times are
+        non-decreasing, the present values were checked
         (:func:`rules.bars.check_sample_values`) and :meth:`can_update_table` holds.
-        Returns ``out[f, t, row]``, feature ``ENGINE_FEATURES[f]`` of each step's snapshot,
-        except ``corr``, which is NaN (its sums are not reproducible outside numpy: a
-        caller that needs it steps with :meth:`update`). The state after is the state
-        the ``update`` calls leave, bit for bit (``tests/test_kernels.py``).
+        Returns ``out[f, t, row]``, feature ``ENGINE_FEATURES[f]`` of each step's snapshot
+        (NaN where the row has no sample), except ``corr``, which is NaN (its sums are not
+        reproducible outside numpy: a caller that needs it steps with :meth:`update`). The
+        state after is the state the ``update`` calls leave, bit for bit
+        (``tests/test_kernels.py``).
         """
         from rules import kernels  # noqa: PLC0415 - numba loads only for batches
 
@@ -422,7 +425,8 @@ class FeatureEngine:
         out[ENGINE_FEATURES.index("corr")] = np.nan
         if n_steps == 0:
             return out
-        with np.errstate(divide="ignore", invalid="ignore"):
+        # Absent cells may hold anything (their log is never read).
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             log_price = np.log(price)
         bars = self.bars
         bar_floats = np.stack(
@@ -489,6 +493,7 @@ class FeatureEngine:
         )
         kernels.feature_steps(
             np.ascontiguousarray(times, dtype=np.int64),
+            np.ascontiguousarray(present, dtype=np.bool_),
             log_price,
             np.ascontiguousarray(price),
             np.ascontiguousarray(tvl),

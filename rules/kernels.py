@@ -347,6 +347,7 @@ def _bbands(
 @_jit
 def feature_steps(
     times: Any,
+    present: Any,
     log_price: Any,
     price: Any,
     tvl: Any,
@@ -379,10 +380,10 @@ def feature_steps(
 ) -> None:
     """Step ``T`` times of samples of every pool through the feature engine's state.
 
-    The caller makes sure that no sample is late (the first time's bar is at or after
-    every pool's forming bar) and that every pool has a sample at every time.
-    ``out[f, t, p]`` receives feature
-    ``f`` (:data:`FEATURE_INDEX`) of pool ``p`` at step ``t`` (``corr`` is left alone).
+    Pool ``p`` has a sample at step ``t`` where ``present[t, p]``; the caller makes sure
+    that no sample is late (the first time's bar is at or after every pool's forming
+    bar). ``out[f, t, p]`` receives feature ``f`` (:data:`FEATURE_INDEX`) of pool ``p``
+    at step ``t``, NaN where it has no sample (``corr`` is left alone).
     The state arguments are views of the engine's arrays stacked by kind (see
     ``rules.pipeline``): bars ``(open, high, low, close, volume, tvl, tick_tvl)`` and
     ``(bar_index, open_time, close_time, swaps, mev_swaps, samples)``; pool
@@ -426,6 +427,8 @@ def feature_steps(
         time = times[t]
         bar = time // interval
         for p in range(n_pools):
+            if not present[t, p]:
+                continue
             cur = b_index[p]
             if cur >= 0 and bar > cur:
                 # Close the forming bar, then one carried bar per empty interval.
@@ -603,8 +606,12 @@ def feature_steps(
                 if b_open_time[p] > time:
                     b_open[p] = x
                     b_open_time[p] = time
-        # Peek: every pool's forming bar as if it closed now.
+        # Peek: every sampled pool's forming bar as if it closed now.
         for p in range(n_pools):
+            if not present[t, p]:
+                for f in range(23):
+                    out[f, t, p] = _NAN
+                continue
             close = b_close[p]
             bar_tvl = b_tvl[p]
             bar_tick_tvl = b_tick_tvl[p]
@@ -740,7 +747,8 @@ def feature_steps(
         for p in range(n_pools):
             breadth += advance_decline[p] + forming_sign[p]
         for p in range(n_pools):
-            out[22, t, p] = float(breadth)
+            if present[t, p]:
+                out[22, t, p] = float(breadth)
 
 
 # --------------------------------------------------------------------------- layers
@@ -768,6 +776,7 @@ def _inhibitor(states: Any, inhibits: Any, li: int, p: int) -> int:
 @_jit
 def layer_steps(
     times: Any,
+    present: Any,
     when_true: Any,
     when_false: Any,
     clear_true: Any,
@@ -781,8 +790,8 @@ def layer_steps(
     states_out: Any,
     events: Any,
 ) -> int:
-    """Evaluate every layer on every pool at each of ``T`` times (``LayerEngine.evaluate``
-    with ``events_only``), in place on the engine's state.
+    """Evaluate every layer on the pools ``present[t]`` at each of ``T`` times
+    (``LayerEngine.evaluate`` with ``events_only``), in place on the engine's state.
 
     ``when_*``/``clear_*``: ``(L, T, P)`` truth tables (the clear condition already chosen
     per layer). ``timers``: ``(since, clear_since, last_notified, cooldown_until)`` stacked,
@@ -814,6 +823,9 @@ def layer_steps(
             for_, keep_firing_for = settings[li, 0], settings[li, 1]
             cooldown, repeat_interval = settings[li, 2], settings[li, 3]
             for p in range(n_pools):
+                signal[li, p] = _HOLD
+                if not present[t, p]:
+                    continue  # a pool that was not sampled is not evaluated
                 s = state[li, p]
                 wt = when_true[li, t, p]
                 sig = _HOLD

@@ -408,8 +408,11 @@ class Pipeline:
         )
         all_rows = np.arange(n_pools, dtype=np.int64)
         everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
-        if self.compiled and self._table_applies(stamps, everywhere, keep, statuses):
-            self._step_table(stamps, columns_of, block_numbers, block_hash, scales, result)
+        if self.compiled and self._table_applies(stamps, keep, statuses):
+            table_mask = np.ones((n_steps, n_pools), dtype=np.bool_) if mask is None else mask
+            self._step_table(
+                stamps, table_mask, columns_of, block_numbers, block_hash, scales, result
+            )
             return result
         kept = [name for name in keep if name != "threshold_scale"]
         price_of, tvl_of, tick_tvl_of, volume_of, swaps_of, mev_swaps_of = columns_of
@@ -465,19 +468,14 @@ class Pipeline:
         return result
 
     def _table_applies(
-        self,
-        stamps: NDArray[np.int64],
-        everywhere: NDArray[np.bool_] | None,
-        keep: Sequence[str],
-        statuses: bool,
+        self, stamps: NDArray[np.int64], keep: Sequence[str], statuses: bool
     ) -> bool:
-        """Whether a batch can run in the compiled loops (:meth:`_step_table`): every pool
-        sampled at every time, no layer status wanted, ``corr`` neither read nor kept, and
-        no sample late for the state the pipeline is in."""
+        """Whether a batch can run in the compiled loops (:meth:`_step_table`): no layer
+        status wanted, ``corr`` neither read nor kept, and no sample late for the state the
+        pipeline is in."""
         return (
             not statuses
             and stamps.size > 0
-            and (everywhere is None or bool(everywhere.all()))
             and "corr" not in keep
             and "corr" not in self.engine.names
             and self.features.can_update_table(int(stamps[0]))
@@ -486,6 +484,7 @@ class Pipeline:
     def _step_table(
         self,
         stamps: NDArray[np.int64],
+        present: NDArray[np.bool_],
         columns: tuple[NDArray[Any], ...],
         blocks: NDArray[np.int64],
         block_hash: str,
@@ -499,6 +498,7 @@ class Pipeline:
             window = slice(start, min(start + TABLE_CHUNK, stamps.size))
             self._table_chunk(
                 stamps[window],
+                present[window],
                 tuple(column[window] for column in columns),
                 blocks[window],
                 block_hash,
@@ -510,6 +510,7 @@ class Pipeline:
     def _table_chunk(
         self,
         stamps: NDArray[np.int64],
+        present: NDArray[np.bool_],
         columns: tuple[NDArray[Any], ...],
         blocks: NDArray[np.int64],
         block_hash: str,
@@ -520,17 +521,20 @@ class Pipeline:
         n_steps, n_pools = stamps.size, len(self.pools)
         price = columns[0]
         if self._entries_unknown:
-            for row in np.flatnonzero(~self._entry_known).tolist():
-                self._entry_price[row] = float(price[0, row])
-            self._entry_known[:] = True
-            self._entries_unknown = 0
-        table = self.table_features(stamps, *columns)
+            # A pool's entry price is its first sample's.
+            sampled = present.any(axis=0)
+            first = present.argmax(axis=0)
+            for row in np.flatnonzero(~self._entry_known & sampled).tolist():
+                self._entry_price[row] = float(price[first[row], row])
+                self._entry_known[row] = True
+            self._entries_unknown = int(np.count_nonzero(~self._entry_known))
+        table = self.table_features(stamps, present, *columns)
         flat = {name: table[i].reshape(-1) for i, name in enumerate(ENGINE_FEATURES)}
         flat["threshold_scale"] = np.repeat(scales, n_pools)
-        events = self.table_rules(stamps, flat, result.states[offset : offset + n_steps])
+        events = self.table_rules(stamps, present, flat, result.states[offset : offset + n_steps])
         for name, kept in result.values.items():
             if name == "threshold_scale":
-                kept[offset : offset + n_steps] = scales[:, None]
+                kept[offset : offset + n_steps] = np.where(present, scales[:, None], np.nan)
             else:
                 kept[offset : offset + n_steps] = table[ENGINE_FEATURES.index(name)]
         if not events.size:
@@ -556,19 +560,21 @@ class Pipeline:
     def table_features(
         self,
         stamps: NDArray[np.int64],
+        present: NDArray[np.bool_],
         *columns: NDArray[Any],
     ) -> NDArray[np.float64]:
         """Features of a table of steps (:meth:`FeatureEngine.update_table`)."""
-        return self.features.update_table(stamps, *columns)
+        return self.features.update_table(stamps, present, *columns)
 
     def table_rules(
         self,
         stamps: NDArray[np.int64],
+        present: NDArray[np.bool_],
         features: Mapping[str, NDArray[np.float64]],
         states_out: NDArray[np.int8],
     ) -> NDArray[np.int64]:
         """Layer events of a table of steps (:meth:`LayerEngine.evaluate_table`)."""
-        return self.engine.evaluate_table(stamps, features, states_out)
+        return self.engine.evaluate_table(stamps, present, features, states_out)
 
     def _scale_column(self, size: int, scale: float) -> NDArray[np.float64]:
         column = self._scale_columns.get((size, scale))

@@ -1,7 +1,7 @@
 """The compiled loops (``rules.kernels``) are the per-step code, bit for bit.
 
-``Pipeline.step_many`` runs its steps in compiled loops when every pool has a sample at
-every time, no layer status is wanted and nothing reads ``corr``. Each test here steps
+``Pipeline.step_many`` runs its steps in compiled loops when no layer status is wanted
+and nothing reads ``corr``. Each test here steps
 the same table twice, compiled and with ``Pipeline.compiled = False`` (the per-step code,
 itself checked against single steps in tests/test_backtest.py), and asserts the same
 alerts (payloads, order), the same states after every step, the same feature values and
@@ -139,6 +139,7 @@ def run(
         part: BatchResult = pipeline.step_many(
             table["times"][start:end],
             *(table[c][start:end] for c in COLUMNS),
+            present=table["present"][start:end] if "present" in table else None,
             blocks=np.arange(start, end, dtype=np.int64),
             block_hash="0xab",
             keep=keep,
@@ -180,9 +181,8 @@ LONG_BAR = 6 * 3600
 
 @st.composite
 def cases(draw: st.DrawFn) -> tuple[dict[str, Any], PipelineSpec]:
-    """A table with every pool at every time, and a spec on its time scale."""
+    """A table (half of them with every pool at every time) and a spec on its scale."""
     table = draw(sample_tables())
-    table["present"][:] = True
     bar = draw(st.sampled_from([BAR, LONG_BAR]))
     times = table["times"]
     table["times"] = times[0] + (times - times[0]) * (bar // BAR)
@@ -218,7 +218,7 @@ def test_compiled_steps_are_the_per_step_code(
     finally:
         pipeline_module.TABLE_CHUNK = original
     # Both batches ran compiled (they were eligible): nothing was left to the step loop.
-    assert compiled._table_applies(table["times"][-1:], None, KEEP, statuses=False)
+    assert compiled._table_applies(table["times"][-1:], KEEP, statuses=False)
 
 
 def test_the_compiled_loops_take_only_what_they_reproduce() -> None:
@@ -231,24 +231,19 @@ def test_the_compiled_loops_take_only_what_they_reproduce() -> None:
     )
     pipe = Pipeline(spec, pool_infos(2))
     times = np.array([1_700_000_000, 1_700_000_060], dtype=np.int64)
-    everywhere = np.array([True, True])
-    assert pipe._table_applies(times, everywhere, (), statuses=False)
+    assert pipe._table_applies(times, (), statuses=False)
     # Layer statuses (the daemon's catch-up) are built by the per-step code.
-    assert not pipe._table_applies(times, everywhere, (), statuses=True)
-    # A pool without a sample at some time.
-    assert not pipe._table_applies(times, np.array([True, False]), (), statuses=False)
+    assert not pipe._table_applies(times, (), statuses=True)
     # corr, read by a layer or kept: numpy's and BLAS's sums, not reproducible in a loop.
-    assert not pipe._table_applies(times, everywhere, ("corr",), statuses=False)
-    assert not Pipeline(with_corr, pool_infos(2))._table_applies(
-        times, everywhere, (), statuses=False
-    )
+    assert not pipe._table_applies(times, ("corr",), statuses=False)
+    assert not Pipeline(with_corr, pool_infos(2))._table_applies(times, (), statuses=False)
     # A first sample before a pool's forming bar would be late: the per-step code drops it.
     counts = np.zeros(2, dtype=np.int64)
     later = int(times[1]) + 10 * BAR
     pipe.step(later, np.arange(2), np.ones(2), *(np.zeros(2),) * 3, counts, counts)
-    assert not pipe._table_applies(times, everywhere, (), statuses=False)
+    assert not pipe._table_applies(times, (), statuses=False)
     # An empty batch has nothing to compile.
-    assert not pipe._table_applies(times[:0], None, (), statuses=False)
+    assert not pipe._table_applies(times[:0], (), statuses=False)
 
 
 @pytest.mark.shared_data
