@@ -832,3 +832,28 @@ class Pipeline:
         raise ValueError(
             "the saved state was made for a different pool table; it cannot be restored row by row"
         )
+
+
+def compile_kernels() -> None:
+    """Compile the loops of :meth:`Pipeline.step_many`'s compiled path, or load them from
+    numba's cache, by stepping a small table through them (set-up runs this, so that the
+    first backtest on a machine does not spend seconds compiling)."""
+    from rules.expr import parse  # noqa: PLC0415 - only this function needs the parser
+    from rules.types import FEATURE_NAMES  # noqa: PLC0415
+
+    interval = 3600
+    spec = PipelineSpec(
+        features=FeatureParams(bar_interval=interval),
+        layers=(LayerSpec("L1", 1, parse("price > 0", FEATURE_NAMES)),),
+    )
+    pools = [PoolInfo(PoolId("compile", f"0x{k + 1:040x}"), 1, f"P{k}", 0.003) for k in range(2)]
+    pipeline = Pipeline(spec, pools)
+    n_steps = 3
+    times = np.arange(n_steps, dtype=np.int64) * interval
+    price = np.full((n_steps, 2), 1.0)
+    counts = np.zeros((n_steps, 2), dtype=np.int64)
+    batch = pipeline.step_many(
+        times, price, price, price, price, counts, counts, keep=("rsi",), statuses=False
+    )
+    if len(batch.alerts) != 2:  # L1 fires at once on both pools
+        raise RuntimeError(f"compiled loops: expected 2 alerts, got {len(batch.alerts)}")

@@ -57,6 +57,11 @@ if [ "$(cat .venv/.alvh-stamp 2>/dev/null)" != "$py_stamp" ]; then
     echo "$py_stamp" > .venv/.alvh-stamp
 fi
 
+# --- The backtest's compiled loops (numba): compiled once, then loaded from --
+# numba's cache (rules/__pycache__): a fraction of a second when nothing changed.
+.venv/bin/python -c 'from rules.pipeline import compile_kernels; compile_kernels()' \
+    || die "compiling the backtest's loops with numba failed (see the error above)"
+
 # --- Node packages: anvil and the compiled Uniswap / OpenZeppelin artifacts --
 command -v npm >/dev/null 2>&1 || die "npm is missing; install Node.js with: sudo apt-get install -y nodejs npm"
 npm_stamp="$(sha256sum package-lock.json | cut -c1-16)"

@@ -27,7 +27,7 @@ from rules.calendar import CalendarWindow
 from rules.engine import LayerSpec, Signal, State
 from rules.features import ENGINE_FEATURES, FeatureParams
 from rules.hedge import HedgeSpec
-from rules.pipeline import BatchResult, Pipeline, PipelineSpec
+from rules.pipeline import BatchResult, Pipeline, PipelineSpec, compile_kernels
 from tests.test_backtest import (
     BAR,
     ETH_HOURLY,
@@ -286,3 +286,8 @@ def test_four_years_of_eth_compiled_are_the_per_step_code(shared_data: Path) -> 
     for name in KEEP:
         assert same(got[3][name], want[3][name]), name
     assert same(compiled.get_state(), reference.get_state())
+
+
+def test_compile_kernels_steps_a_table_through_the_compiled_loops() -> None:
+    # What scripts/setup.sh runs so that the first backtest finds the loops compiled.
+    compile_kernels()
