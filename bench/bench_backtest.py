@@ -12,19 +12,26 @@ Config: ``examples/alvh.toml`` (the DESIGN.md layers and calendar) with ``[bars]
 interval = "1h"``, as ``alvh backtest --interval 1h`` runs it.
 
 Stages (wall time; the pipeline stages are timed inside the same run by wrapping the
-pipeline's own methods): load (files -> series), align (common grid), features
-(``FeatureEngine.update``), rules (``LayerEngine.evaluate``: expressions, state machines,
-transitions and their reasons), alerts (building ``Alert`` objects: ids, values) of which
-hedge (``recommend``: Black-Scholes, IL, break-even), pipeline rest (``step_many``'s own
-work), report (P&L, trades, drawdowns), output (alerts.jsonl, report.json, charts, HTML).
-Every figure is wall time on this machine; the output stage draws large charts in a
-second process while it writes the JSON files (the line after the table says whether it
-did), so on one core it takes longer by up to the charts' own time.
+pipeline's own methods): load (files -> series), align (common grid), jit (loading the
+compiled loops from numba's cache, or compiling them when there is none: set-up does it
+once), features (``FeatureEngine.update_table``, the compiled loops; ``update`` on the
+per-step code), rules (``LayerEngine.evaluate_table``: expressions over the table, then
+the state machines, transitions and inhibition in compiled loops; ``evaluate`` on the
+per-step code, which also builds the reasons), alert reasons (the text of each alert
+event from its operand values, ``table_transition``), alerts (building ``Alert``
+objects: ids, values) of which hedge (``recommend``: Black-Scholes, IL, break-even),
+pipeline rest (``step_many``'s own work), report (P&L, trades, drawdowns), output
+(alerts.jsonl, report.json, charts, HTML). Every figure is wall time on this machine;
+the output stage draws large charts in a second process while it writes the JSON files
+(the line after the table says whether it did), so on one core it takes longer by up to
+the charts' own time.
 
 Baselines, measured in the same run on the first ``--baseline-steps`` times, each with a
 fresh pipeline: (a) one ``Pipeline.step`` call per pool per time (no vectorisation over
 pools), (b) one ``Pipeline.step`` per time for all pools (what the daemon does per
-block), (c) ``Pipeline.step_many`` (what the backtest does).
+block), (c) ``Pipeline.step_many`` on the per-step code (``compiled = False``) and (d) on
+the compiled loops (what the backtest does); for (c) and (d) also indicators + rules
+alone, alert reasons included on both sides.
 """
 
 from __future__ import annotations
