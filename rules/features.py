@@ -452,7 +452,7 @@ class FeatureEngine:
         int_windows = (self.swaps_win, self.mev_win)
         windows = np.stack([np.stack([w.total, w.total_sq]) for w in float_windows])
         window_ints = np.stack([w.last_nonzero for w in (*float_windows, *int_windows)])
-        int_totals = np.stack([w.total for w in int_windows])
+        int_totals = np.stack([np.stack([w.total, w.total_sq]) for w in int_windows])
         rsi, macd, bb = self.rsi, self.macd, self.bb
         rsi_state = np.stack([rsi.prev, rsi.gain, rsi.loss])
         macd_state = np.stack([macd.slow_value, macd.fast_value, macd.signal_value])
@@ -474,10 +474,11 @@ class FeatureEngine:
                 self._close_ring_len,
                 self.l_eq_ring.shape[0],
                 int(corr_distinct),
-                *(w.length for w in float_windows),
-                0,
-                self.swaps_win.length,
             ],
+            dtype=np.int64,
+        )
+        window_flags = np.array(
+            [[w.length, w.squares, w.track_zero] for w in (*float_windows, *int_windows)],
             dtype=np.int64,
         )
         fparams = np.array(
@@ -513,6 +514,7 @@ class FeatureEngine:
             tuple(w.ring for w in float_windows),
             int_totals,
             tuple(w.ring for w in int_windows),
+            window_flags,
             rsi_state,
             rsi_count,
             macd_state,
@@ -543,7 +545,7 @@ class FeatureEngine:
             window.total, window.total_sq = windows[i]
             window.last_nonzero = window_ints[i]
         for i, window in enumerate(int_windows):
-            window.total = int_totals[i]
+            window.total, window.total_sq = int_totals[i]
             window.last_nonzero = window_ints[4 + i]
         rsi.prev, rsi.gain, rsi.loss = rsi_state
         rsi.count = rsi_count

@@ -26,41 +26,40 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from rules.features import ENGINE_FEATURES
+
 __all__ = ["FEATURE_INDEX", "feature_steps", "layer_steps"]
 
-#: Row of each feature in :func:`feature_steps`' output (``rules.features.ENGINE_FEATURES``
-#: order; ``corr`` is never written).
-FEATURE_INDEX: dict[str, int] = {
-    name: i
-    for i, name in enumerate(
-        (
-            "price",
-            "ret",
-            "move_sigma",
-            "move_sigma_1h",
-            "move_sigma_4h",
-            "move_sigma_24h",
-            "realized_vol",
-            "rsi",
-            "macd",
-            "macd_signal",
-            "macd_hist",
-            "bb_upper",
-            "bb_middle",
-            "bb_lower",
-            "bb_pos",
-            "tvl",
-            "tick_tvl",
-            "volume_24h",
-            "tvl_volume_ratio",
-            "iv",
-            "tvl_drain_1h",
-            "mev_score",
-            "breadth",
-            "corr",
-        )
-    )
-}
+#: Row of each feature in :func:`feature_steps`' output (``corr`` is never written).
+FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(ENGINE_FEATURES)}
+# The rows as module constants (numba compiles them in as literals), in ENGINE_FEATURES'
+# order (rules.types.FEATURE_NAMES); tests/test_kernels.py checks each one by name.
+(
+    _PRICE,
+    _RET,
+    _MOVE_SIGMA,
+    _MOVE_1H,
+    _MOVE_4H,
+    _MOVE_24H,
+    _REALIZED_VOL,
+    _RSI,
+    _MACD,
+    _MACD_SIGNAL,
+    _MACD_HIST,
+    _BB_UPPER,
+    _BB_MIDDLE,
+    _BB_LOWER,
+    _BB_POS,
+    _TVL,
+    _TICK_TVL,
+    _VOLUME_24H,
+    _TVL_VOLUME,
+    _IV,
+    _TVL_DRAIN,
+    _MEV_SCORE,
+    _BREADTH,
+    _CORR,
+) = range(len(ENGINE_FEATURES))
 _NAN = math.nan
 _NO_TIME = np.iinfo(np.int64).min
 
@@ -80,20 +79,14 @@ def _max0(x: float) -> float:
 
 @_jit
 def _push(
-    ring: Any,
-    total: Any,
-    total_sq: Any,
-    last_nonzero: Any,
-    length: int,
-    squares: bool,
-    track_zero: bool,
-    bar: int,
-    p: int,
-    value: Any,
+    ring: Any, totals: Any, last_nonzero: Any, flags: Any, bar: int, p: int, value: Any
 ) -> None:
-    """``_Window.push`` for one pool: (total + new) - old, in place."""
+    """``_Window.push`` for one pool: (total + new) - old, in place. ``totals``: the
+    window's ``(total, total_sq)``; ``flags``: its (length, squares, track_zero)."""
+    length, squares, track_zero = flags[0], flags[1] != 0, flags[2] != 0
     if length == 0:
         return
+    total, total_sq = totals[0], totals[1]
     slot = bar % length
     old = ring[slot, p]
     total[p] = (total[p] + value) - old
@@ -105,10 +98,10 @@ def _push(
 
 
 @_jit
-def _rsi(
-    count: Any, prev: Any, gain: Any, loss: Any, period: int, p: int, x: float, commit: bool
-) -> float:
-    """``StreamingRSI._compute`` for one series (steady and warm-up paths)."""
+def _rsi(count: Any, state: Any, period: int, p: int, x: float, commit: bool) -> float:
+    """``StreamingRSI._compute`` for one series (steady and warm-up paths); ``state``:
+    ``(prev, gain, loss)``."""
+    prev, gain, loss = state[0], state[1], state[2]
     c = count[p]
     d = x - prev[p]
     g = gain[p]
@@ -163,21 +156,13 @@ def _rsi(
 
 @_jit
 def _macd(
-    count: Any,
-    slow_value: Any,
-    fast_value: Any,
-    signal_value: Any,
-    fast: int,
-    slow: int,
-    signal: int,
-    k_fast: float,
-    k_slow: float,
-    k_signal: float,
-    p: int,
-    x: float,
-    commit: bool,
+    count: Any, state: Any, periods: Any, ks: Any, p: int, x: float, commit: bool
 ) -> tuple[float, float, float]:
-    """``StreamingMACD._compute`` for one series: (line, signal, hist)."""
+    """``StreamingMACD._compute`` for one series: (line, signal, hist). ``state``: ``(slow,
+    fast, signal)`` values; ``periods``: (fast, slow, signal); ``ks``: their EMA factors."""
+    slow_value, fast_value, signal_value = state[0], state[1], state[2]
+    fast, slow, signal = periods[0], periods[1], periods[2]
+    k_fast, k_slow, k_signal = ks[0], ks[1], ks[2]
     c = count[p]
     sv = slow_value[p]
     fv = fast_value[p]
@@ -246,20 +231,13 @@ def _macd(
 
 @_jit
 def _bbands(
-    count: Any,
-    ring: Any,
-    sma_total: Any,
-    shift: Any,
-    dev_sum: Any,
-    dev_sq_sum: Any,
-    last_change: Any,
-    period: int,
-    nbdev: float,
-    p: int,
-    x: float,
-    commit: bool,
+    ints: Any, state: Any, ring: Any, period: int, nbdev: float, p: int, x: float, commit: bool
 ) -> tuple[float, float, float]:
-    """``StreamingBBands._compute`` (and ``_commit``, re-centring) for one series."""
+    """``StreamingBBands._compute`` (and ``_commit``, re-centring) for one series.
+    ``ints``: ``(count, last_change)``; ``state``: ``(sma_total, shift, dev_sum,
+    dev_sq_sum)``."""
+    count, last_change = ints[0], ints[1]
+    sma_total, shift, dev_sum, dev_sq_sum = state[0], state[1], state[2], state[3]
     c = count[p]
     j = c
     steady = c >= period
@@ -367,6 +345,7 @@ def feature_steps(
     window_rings: Any,
     int_windows: Any,
     int_window_rings: Any,
+    window_flags: Any,
     rsi_state: Any,
     rsi_count: Any,
     macd_state: Any,
@@ -390,11 +369,10 @@ def feature_steps(
     ``(last_close, last_log_close, forming_log_close, l_eq_ref)`` and ``(n_closed,
     last_closed_bar, advance_decline, forming_sign)``; float windows ``(sigma, corr, rv,
     volume) x (total, total_sq)`` with ``window_ints`` their ``last_nonzero`` and
-    ``window_rings`` their rings; integer windows ``(swaps, mev) x total``.
+    ``window_rings`` their rings; integer windows ``(swaps, mev) x (total, total_sq)``.
     """
     interval = params[0]
     rsi_period = params[1]
-    macd_fast, macd_slow, macd_signal = params[2], params[3], params[4]
     bb_period = params[5]
     sigma_window = params[6]
     rv_window = params[7]
@@ -402,9 +380,7 @@ def feature_steps(
     ring_len = params[11]
     n_leq = params[12]
     corr_distinct = params[13] != 0
-    lengths = params[14:19]  # sigma, corr, rv, volume, (swaps = mev)
-    int_length = params[19]
-    k_fast, k_slow, k_signal = fparams[0], fparams[1], fparams[2]
+    lnz, flags = window_ints, window_flags
     nbdev = fparams[3]
     ppy_sqrt = fparams[4]
     iv_scale = fparams[5]
@@ -417,10 +393,8 @@ def feature_steps(
     last_close, last_log_close, forming_log_close, l_eq_ref = pool[0], pool[1], pool[2], pool[3]
     n_closed, last_closed_bar = pool_ints[0], pool_ints[1]
     advance_decline, forming_sign = pool_ints[2], pool_ints[3]
-    rsi_prev, rsi_gain, rsi_loss = rsi_state[0], rsi_state[1], rsi_state[2]
-    m_slow, m_fast, m_signal = macd_state[0], macd_state[1], macd_state[2]
-    bb_sma, bb_shift, bb_dev, bb_dev_sq = bb_state[0], bb_state[1], bb_state[2], bb_state[3]
-    bb_count, bb_last_change = bb_ints[0], bb_ints[1]
+    macd_periods = params[2:5]
+    macd_ks = fparams[0:3]
 
     n_steps, n_pools = price.shape
     for t in range(n_steps):
@@ -453,109 +427,17 @@ def feature_steps(
                     if n_closed[p] == 0:
                         ret = 0.0
                         simple = 0.0
-                    _rsi(rsi_count, rsi_prev, rsi_gain, rsi_loss, rsi_period, p, close, True)
-                    _macd(
-                        macd_count,
-                        m_slow,
-                        m_fast,
-                        m_signal,
-                        macd_fast,
-                        macd_slow,
-                        macd_signal,
-                        k_fast,
-                        k_slow,
-                        k_signal,
-                        p,
-                        close,
-                        True,
-                    )
-                    _bbands(
-                        bb_count,
-                        bb_ring,
-                        bb_sma,
-                        bb_shift,
-                        bb_dev,
-                        bb_dev_sq,
-                        bb_last_change,
-                        bb_period,
-                        nbdev,
-                        p,
-                        close,
-                        True,
-                    )
-                    _push(
-                        window_rings[0],
-                        windows[0, 0],
-                        windows[0, 1],
-                        window_ints[0],
-                        lengths[0],
-                        True,
-                        True,
-                        closed_bar,
-                        p,
-                        ret,
-                    )
+                    _rsi(rsi_count, rsi_state, rsi_period, p, close, True)
+                    _macd(macd_count, macd_state, macd_periods, macd_ks, p, close, True)
+                    _bbands(bb_ints, bb_state, bb_ring, bb_period, nbdev, p, close, True)
+                    rings, ints, cb = window_rings, int_window_rings, closed_bar
+                    _push(rings[0], windows[0], lnz[0], flags[0], cb, p, ret)
                     if corr_distinct:
-                        _push(
-                            window_rings[1],
-                            windows[1, 0],
-                            windows[1, 1],
-                            window_ints[1],
-                            lengths[1],
-                            True,
-                            True,
-                            closed_bar,
-                            p,
-                            ret,
-                        )
-                    _push(
-                        window_rings[2],
-                        windows[2, 0],
-                        windows[2, 1],
-                        window_ints[2],
-                        lengths[2],
-                        True,
-                        True,
-                        closed_bar,
-                        p,
-                        simple,
-                    )
-                    _push(
-                        window_rings[3],
-                        windows[3, 0],
-                        windows[3, 1],
-                        window_ints[3],
-                        lengths[3],
-                        False,
-                        True,
-                        closed_bar,
-                        p,
-                        bar_volume,
-                    )
-                    _push(
-                        int_window_rings[0],
-                        int_windows[0],
-                        int_windows[0],
-                        window_ints[4],
-                        int_length,
-                        False,
-                        False,
-                        closed_bar,
-                        p,
-                        bar_swaps,
-                    )
-                    _push(
-                        int_window_rings[1],
-                        int_windows[1],
-                        int_windows[1],
-                        window_ints[5],
-                        int_length,
-                        False,
-                        False,
-                        closed_bar,
-                        p,
-                        bar_mev,
-                    )
+                        _push(rings[1], windows[1], lnz[1], flags[1], cb, p, ret)
+                    _push(rings[2], windows[2], lnz[2], flags[2], cb, p, simple)
+                    _push(rings[3], windows[3], lnz[3], flags[3], cb, p, bar_volume)
+                    _push(ints[0], int_windows[0], lnz[4], flags[4], cb, p, bar_swaps)
+                    _push(ints[1], int_windows[1], lnz[5], flags[5], cb, p, bar_mev)
                     l_eq = b_tvl[p] / math.sqrt(close)
                     log_close_ring[closed_bar % ring_len, p] = log_close
                     l_eq_ring[closed_bar % n_leq, p] = l_eq
@@ -609,8 +491,9 @@ def feature_steps(
         # Peek: every sampled pool's forming bar as if it closed now.
         for p in range(n_pools):
             if not present[t, p]:
-                for f in range(23):
-                    out[f, t, p] = _NAN
+                for f in range(out.shape[0]):
+                    if f != _CORR:
+                        out[f, t, p] = _NAN
                 continue
             close = b_close[p]
             bar_tvl = b_tvl[p]
@@ -626,10 +509,10 @@ def feature_steps(
                 forming_sign[p] = -1
             else:
                 forming_sign[p] = 0
-            out[0, t, p] = close
-            out[1, t, p] = ret
-            out[15, t, p] = bar_tvl
-            out[16, t, p] = bar_tick_tvl
+            out[_PRICE, t, p] = close
+            out[_RET, t, p] = ret
+            out[_TVL, t, p] = bar_tvl
+            out[_TICK_TVL, t, p] = bar_tick_tvl
             # sigma over the committed window
             w = sigma_window
             total = windows[0, 0, p]
@@ -637,26 +520,26 @@ def feature_steps(
             var /= -w
             var += windows[0, 1, p]
             var /= w - 1
-            if window_ints[0, p] <= last_bar - lengths[0] or var <= 0.0 or nc <= w:
+            if window_ints[0, p] <= last_bar - flags[0, 0] or var <= 0.0 or nc <= w:
                 var = _NAN
             inv_sigma = 1.0 / math.sqrt(var)
-            out[2, t, p] = ret * inv_sigma
+            out[_MOVE_SIGMA, t, p] = ret * inv_sigma
             forming_bar = b_index[p]
             past = log_close_ring[(forming_bar - n_1h) % ring_len, p]
             move = lp - past
             move *= inv_sigma
             move *= root_1h
-            out[3, t, p] = move if nc >= n_1h else _NAN
+            out[_MOVE_1H, t, p] = move if nc >= n_1h else _NAN
             past = log_close_ring[(forming_bar - n_4h) % ring_len, p]
             move = lp - past
             move *= inv_sigma
             move *= root_4h
-            out[4, t, p] = move if nc >= n_4h else _NAN
+            out[_MOVE_4H, t, p] = move if nc >= n_4h else _NAN
             past = log_close_ring[(forming_bar - n_24h) % ring_len, p]
             move = lp - past
             move *= inv_sigma
             move *= root_24h
-            out[5, t, p] = move if nc >= n_24h else _NAN
+            out[_MOVE_24H, t, p] = move if nc >= n_24h else _NAN
             # realized volatility
             wr = rv_window
             simple = close / last_close[p]
@@ -669,26 +552,26 @@ def feature_steps(
             mean *= mean
             rv_var -= mean
             rv_var = _max0(rv_var)
-            if window_ints[2, p] <= last_bar - lengths[2] and simple == 0.0:
+            if window_ints[2, p] <= last_bar - flags[2, 0] and simple == 0.0:
                 rv_var = 0.0
             rv = math.sqrt(rv_var)
             rv *= ppy_sqrt
-            out[6, t, p] = rv if nc >= wr else _NAN
+            out[_REALIZED_VOL, t, p] = rv if nc >= wr else _NAN
             # volume, TVL/volume, IV
             forming_volume = b_volume[p]
             volume_24h = windows[3, 0, p] + forming_volume
-            if window_ints[3, p] <= last_bar - lengths[3] or volume_24h < 0.0:
+            if window_ints[3, p] <= last_bar - flags[3, 0] or volume_24h < 0.0:
                 volume_24h = forming_volume
-            out[17, t, p] = volume_24h
-            out[18, t, p] = bar_tvl / volume_24h if volume_24h > 0.0 else _NAN
+            out[_VOLUME_24H, t, p] = volume_24h
+            out[_TVL_VOLUME, t, p] = bar_tvl / volume_24h if volume_24h > 0.0 else _NAN
             if bar_tick_tvl > 0.0:
                 iv = volume_24h / bar_tick_tvl
                 iv = math.sqrt(iv)
                 iv *= fees[p]
                 iv *= iv_scale
-                out[19, t, p] = iv
+                out[_IV, t, p] = iv
             else:
-                out[19, t, p] = _NAN
+                out[_IV, t, p] = _NAN
             # TVL drain
             l_eq = bar_tvl / math.sqrt(close)
             ref = l_eq_ref[p]
@@ -697,58 +580,31 @@ def feature_steps(
             drain = l_eq / ref
             drain = 1.0 - drain
             drain = _max0(drain)
-            out[20, t, p] = drain if ref > 0.0 else _NAN
-            n_swaps = int_windows[0, p] + b_swaps[p]
-            n_mev = int_windows[1, p] + b_mev[p]
-            out[21, t, p] = float(n_mev) / float(n_swaps) if n_swaps != 0 else _NAN
-            line, sig, hist = _macd(
-                macd_count,
-                m_slow,
-                m_fast,
-                m_signal,
-                macd_fast,
-                macd_slow,
-                macd_signal,
-                k_fast,
-                k_slow,
-                k_signal,
-                p,
-                close,
-                False,
-            )
-            out[8, t, p] = line
-            out[9, t, p] = sig
-            out[10, t, p] = hist
-            out[7, t, p] = _rsi(
-                rsi_count, rsi_prev, rsi_gain, rsi_loss, rsi_period, p, close, False
-            )
+            out[_TVL_DRAIN, t, p] = drain if ref > 0.0 else _NAN
+            n_swaps = int_windows[0, 0, p] + b_swaps[p]
+            n_mev = int_windows[1, 0, p] + b_mev[p]
+            out[_MEV_SCORE, t, p] = float(n_mev) / float(n_swaps) if n_swaps != 0 else _NAN
+            line, sig, hist = _macd(macd_count, macd_state, macd_periods, macd_ks, p, close, False)
+            out[_MACD, t, p] = line
+            out[_MACD_SIGNAL, t, p] = sig
+            out[_MACD_HIST, t, p] = hist
+            out[_RSI, t, p] = _rsi(rsi_count, rsi_state, rsi_period, p, close, False)
             upper, middle, lower = _bbands(
-                bb_count,
-                bb_ring,
-                bb_sma,
-                bb_shift,
-                bb_dev,
-                bb_dev_sq,
-                bb_last_change,
-                bb_period,
-                nbdev,
-                p,
-                close,
-                False,
+                bb_ints, bb_state, bb_ring, bb_period, nbdev, p, close, False
             )
-            out[11, t, p] = upper
-            out[12, t, p] = middle
-            out[13, t, p] = lower
+            out[_BB_UPPER, t, p] = upper
+            out[_BB_MIDDLE, t, p] = middle
+            out[_BB_LOWER, t, p] = lower
             width = upper - lower
             bb_pos = close - lower
             bb_pos /= width
-            out[14, t, p] = bb_pos if width > 0.0 else _NAN
+            out[_BB_POS, t, p] = bb_pos if width > 0.0 else _NAN
         breadth = 0
         for p in range(n_pools):
             breadth += advance_decline[p] + forming_sign[p]
         for p in range(n_pools):
             if present[t, p]:
-                out[22, t, p] = float(breadth)
+                out[_BREADTH, t, p] = float(breadth)
 
 
 # --------------------------------------------------------------------------- layers

@@ -127,7 +127,7 @@ _Columns = tuple[
 
 
 _SAMPLE_COLUMNS = ("price", "tvl", "tick_tvl", "volume", "swaps", "mev_swaps")
-#: Steps per compiled chunk (:meth:`Pipeline._step_table`): bounds the feature and
+#: Steps per compiled chunk (:meth:`Pipeline._table_chunk`): bounds the feature and
 #: truth tables (~26 floats and ~4 bools per layer per pool-step) and the event table.
 TABLE_CHUNK = 4096
 
@@ -409,10 +409,20 @@ class Pipeline:
         all_rows = np.arange(n_pools, dtype=np.int64)
         everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
         if self.compiled and self._table_applies(stamps, keep, statuses):
+            # In chunks of TABLE_CHUNK steps: bounded feature, truth and event tables.
             table_mask = np.ones((n_steps, n_pools), dtype=np.bool_) if mask is None else mask
-            self._step_table(
-                stamps, table_mask, columns_of, block_numbers, block_hash, scales, result
-            )
+            for offset in range(0, n_steps, TABLE_CHUNK):
+                part = slice(offset, min(offset + TABLE_CHUNK, n_steps))
+                self._table_chunk(
+                    stamps[part],
+                    table_mask[part],
+                    tuple(column[part] for column in columns_of),
+                    block_numbers[part],
+                    block_hash,
+                    scales[part],
+                    result,
+                    offset,
+                )
             return result
         kept = [name for name in keep if name != "threshold_scale"]
         price_of, tvl_of, tick_tvl_of, volume_of, swaps_of, mev_swaps_of = columns_of
@@ -470,7 +480,7 @@ class Pipeline:
     def _table_applies(
         self, stamps: NDArray[np.int64], keep: Sequence[str], statuses: bool
     ) -> bool:
-        """Whether a batch can run in the compiled loops (:meth:`_step_table`): no layer
+        """Whether a batch can run in the compiled loops (:meth:`_table_chunk`): no layer
         status wanted, ``corr`` neither read nor kept, and no sample late for the state the
         pipeline is in."""
         return (
@@ -480,32 +490,6 @@ class Pipeline:
             and "corr" not in self.engine.names
             and self.features.can_update_table(int(stamps[0]))
         )
-
-    def _step_table(
-        self,
-        stamps: NDArray[np.int64],
-        present: NDArray[np.bool_],
-        columns: tuple[NDArray[Any], ...],
-        blocks: NDArray[np.int64],
-        block_hash: str,
-        scales: NDArray[np.float64],
-        result: BatchResult,
-    ) -> None:
-        """The steps of :meth:`step_many` in compiled loops (see :mod:`rules.kernels`), in
-        chunks of :data:`TABLE_CHUNK` steps: the same alerts in the same order and the
-        same state after."""
-        for start in range(0, stamps.size, TABLE_CHUNK):
-            window = slice(start, min(start + TABLE_CHUNK, stamps.size))
-            self._table_chunk(
-                stamps[window],
-                present[window],
-                tuple(column[window] for column in columns),
-                blocks[window],
-                block_hash,
-                scales[window],
-                result,
-                start,
-            )
 
     def _table_chunk(
         self,
@@ -518,6 +502,9 @@ class Pipeline:
         result: BatchResult,
         offset: int,
     ) -> None:
+        """Steps ``offset ..`` of :meth:`step_many` in compiled loops (see
+        :mod:`rules.kernels`): the same alerts in the same order, the same states and
+        values, and the same state after, as the per-step code."""
         n_steps, n_pools = stamps.size, len(self.pools)
         price = columns[0]
         if self._entries_unknown:

@@ -27,7 +27,7 @@ from rules.calendar import CalendarWindow
 from rules.engine import LayerSpec, Signal, State
 from rules.features import ENGINE_FEATURES, FeatureParams
 from rules.hedge import HedgeSpec
-from rules.pipeline import BatchResult, Pipeline, PipelineSpec, compile_kernels
+from rules.pipeline import BatchResult, Pipeline, PipelineSpec, PoolInfo, compile_kernels
 from tests.test_backtest import (
     BAR,
     ETH_HOURLY,
@@ -43,8 +43,39 @@ COLUMNS = ("price", "tvl", "tick_tvl", "volume", "swaps", "mev_swaps")
 KEEP = (*(n for n in ENGINE_FEATURES if n != "corr"), "threshold_scale")
 
 
+KERNEL_ROWS = {
+    "_PRICE": "price",
+    "_RET": "ret",
+    "_MOVE_SIGMA": "move_sigma",
+    "_MOVE_1H": "move_sigma_1h",
+    "_MOVE_4H": "move_sigma_4h",
+    "_MOVE_24H": "move_sigma_24h",
+    "_REALIZED_VOL": "realized_vol",
+    "_RSI": "rsi",
+    "_MACD": "macd",
+    "_MACD_SIGNAL": "macd_signal",
+    "_MACD_HIST": "macd_hist",
+    "_BB_UPPER": "bb_upper",
+    "_BB_MIDDLE": "bb_middle",
+    "_BB_LOWER": "bb_lower",
+    "_BB_POS": "bb_pos",
+    "_TVL": "tvl",
+    "_TICK_TVL": "tick_tvl",
+    "_VOLUME_24H": "volume_24h",
+    "_TVL_VOLUME": "tvl_volume_ratio",
+    "_IV": "iv",
+    "_TVL_DRAIN": "tvl_drain_1h",
+    "_MEV_SCORE": "mev_score",
+    "_BREADTH": "breadth",
+    "_CORR": "corr",
+}
+
+
 def test_kernel_constants_are_the_engines() -> None:
     assert list(kernels.FEATURE_INDEX) == list(ENGINE_FEATURES)
+    assert sorted(KERNEL_ROWS.values()) == sorted(ENGINE_FEATURES)
+    for constant, feature in KERNEL_ROWS.items():
+        assert getattr(kernels, constant) == ENGINE_FEATURES.index(feature), constant
     assert tuple(State) == (kernels._INACTIVE, kernels._PENDING, kernels._FIRING)
     assert tuple(Signal) == (
         kernels._HOLD,
@@ -158,10 +189,13 @@ def run(
     )
 
 
-def assert_same_runs(spec: PipelineSpec, table: dict[str, Any], cuts: list[int]) -> Pipeline:
-    n_pools = table["price"].shape[1]
-    compiled = Pipeline(spec, pool_infos(n_pools))
-    reference = Pipeline(spec, pool_infos(n_pools))
+def assert_same_runs(
+    spec: PipelineSpec, infos: list[PoolInfo], table: dict[str, Any], cuts: list[int]
+) -> tuple[Pipeline, list[Any]]:
+    """Step ``table`` compiled and on the per-step code; assert every result the same.
+    Returns the compiled pipeline and its alert payloads."""
+    compiled = Pipeline(spec, infos)
+    reference = Pipeline(spec, infos)
     reference.compiled = False
     got = run(compiled, table, cuts)
     want = run(reference, table, cuts)
@@ -171,7 +205,7 @@ def assert_same_runs(spec: PipelineSpec, table: dict[str, Any], cuts: list[int])
     for name in KEEP:
         assert same(got[3][name], want[3][name]), name
     assert same(compiled.get_state(), reference.get_state())
-    return compiled
+    return compiled, got[0]
 
 
 #: Bars of 6 hours: a day is 4 bars, so the 24-hour windows (volume, horizons) fill and
@@ -209,12 +243,12 @@ def test_compiled_steps_are_the_per_step_code(
     # Several samples in a bar, gaps of empty bars, batches cut anywhere, compiled chunks
     # of any length: the compiled loops give the per-step code's results bit for bit.
     table, spec = case
-    n_steps = table["price"].shape[0]
+    n_steps, n_pools = table["price"].shape
     cuts = sorted({0, n_steps, *table["chunks"]})
     original = pipeline_module.TABLE_CHUNK
     pipeline_module.TABLE_CHUNK = chunk
     try:
-        compiled = assert_same_runs(spec, table, cuts)
+        compiled, _ = assert_same_runs(spec, pool_infos(n_pools), table, cuts)
     finally:
         pipeline_module.TABLE_CHUNK = original
     # Both batches ran compiled (they were eligible): nothing was left to the step loop.
@@ -274,18 +308,8 @@ def test_four_years_of_eth_compiled_are_the_per_step_code(shared_data: Path) -> 
         "mev_swaps": zeros,
     }
     infos = [plans[0].info, *(pool_infos(3)[1:])]
-    compiled = Pipeline(spec, infos)
-    reference = Pipeline(spec, infos)
-    reference.compiled = False
-    cuts = [0, 5000, n_steps]
-    got, want = run(compiled, table, cuts), run(reference, table, cuts)
-    assert len(got[0]) > 1000  # the example config fires often on hourly crypto
-    assert got[0] == want[0]
-    assert got[1] == want[1]
-    assert same(got[2], want[2])
-    for name in KEEP:
-        assert same(got[3][name], want[3][name]), name
-    assert same(compiled.get_state(), reference.get_state())
+    _, alerts = assert_same_runs(spec, infos, table, [0, 5000, n_steps])
+    assert len(alerts) > 1000  # the example config fires often on hourly crypto
 
 
 def test_compile_kernels_steps_a_table_through_the_compiled_loops() -> None:
