@@ -333,7 +333,10 @@ def _quantity(value: Any) -> int:
     return int(text, 16) if text.startswith("0x") else int(text)
 
 
-@functools.lru_cache(maxsize=65536)
+# Both caches are small on purpose: a daemon runs for months, swap logs name ever new
+# senders and recipients, ticks wander, and 65,536 entries cost 12-18 MiB each. The hot
+# keys (pools, routers, the ticks around the current one) stay in a few thousand.
+@functools.lru_cache(maxsize=4096)
 def _checksum(address_hex: str) -> str:
     return str(to_checksum_address(address_hex))
 
@@ -418,7 +421,7 @@ def _decode_string(data: bytes) -> str:
         raise
 
 
-_sqrt_at_tick = functools.lru_cache(maxsize=65536)(sqrt_ratio_at_tick)
+_sqrt_at_tick = functools.lru_cache(maxsize=4096)(sqrt_ratio_at_tick)
 
 
 def tick_tvl_v3(
