@@ -245,12 +245,12 @@ def test_compiled_steps_are_the_per_step_code(
     table, spec = case
     n_steps, n_pools = table["price"].shape
     cuts = sorted({0, n_steps, *table["chunks"]})
-    original = pipeline_module.TABLE_CHUNK
-    pipeline_module.TABLE_CHUNK = chunk
+    original = pipeline_module.TABLE_CELLS
+    pipeline_module.TABLE_CELLS = chunk * n_pools
     try:
         compiled, _ = assert_same_runs(spec, pool_infos(n_pools), table, cuts)
     finally:
-        pipeline_module.TABLE_CHUNK = original
+        pipeline_module.TABLE_CELLS = original
     # Both batches ran compiled (they were eligible): nothing was left to the step loop.
     assert compiled._table_applies(table["times"][-1:], KEEP, statuses=False)
 
