@@ -103,6 +103,23 @@ _CLEAR_START, _CLEAR_RESET = int(Signal.CLEAR_START), int(Signal.CLEAR_RESET)
 _RESOLVE, _REPEAT = int(Signal.RESOLVE), int(Signal.REPEAT)
 
 
+#: Columns of one row of :meth:`LayerEngine.evaluate_table`'s event table (written by
+#: :func:`rules.kernels.layer_steps`): released is 1 for a firing notified because its
+#: inhibition ended.
+EVENT_COLUMNS = (
+    "step",
+    "layer",
+    "row",
+    "previous",
+    "state",
+    "signal",
+    "inhibitor",
+    "since",
+    "released",
+    "notify",
+)
+EV_RELEASED, EV_NOTIFY = EVENT_COLUMNS.index("released"), EVENT_COLUMNS.index("notify")
+
 # Lookups for the transition loop: enum construction and tuple-keyed dict lookups cost
 # about a microsecond each, and a busy step has tens of transitions.
 _STATE_OF: tuple[State, ...] = tuple(State)
@@ -223,6 +240,22 @@ class LayerEngine:
                 self._clear_whens.append((li, spec.clear_when))
         # A resolved event's reason without clear_when; rendering the rule costs ~10 us.
         self._no_longer_true = tuple(f"no longer true: {spec.when}" for spec in specs)
+        # _inhibits[hi, li]: layer hi (inhibit_lower) inhibits the lower-level layer li.
+        self._inhibits = np.array(
+            [[hi.inhibit_lower and low.level < hi.level for low in specs] for hi in specs],
+            dtype=np.bool_,
+        ).reshape(len(specs), len(specs))
+        # Per layer, for the compiled loops: for, keep_firing_for, cooldown, repeat, start.
+        self._table_settings = np.concatenate(
+            [
+                self._for,
+                self._keep_firing_for,
+                self._cooldowns,
+                self._repeat_interval,
+                self._start_signal.astype(np.int64),
+            ],
+            axis=1,
+        )
 
     @property
     def names(self) -> frozenset[str]:
@@ -293,10 +326,9 @@ class LayerEngine:
 
         ``features[name]`` has shape ``(T * n_pools,)``: step-major, one value per pool at
         each step. Writes the state after step ``t`` into ``states_out[t]`` and returns
-        the alert events as rows of :data:`rules.kernels.EVENT_COLUMNS` (plus released,
-        notify), in the order ``evaluate`` returns them; :meth:`table_transition` turns one
-        into its :class:`Transition`. The state after is the state the ``evaluate`` calls
-        leave (``tests/test_kernels.py``).
+        the alert events as rows of :data:`EVENT_COLUMNS`, in the order ``evaluate``
+        returns them; :meth:`table_transition` turns one into its :class:`Transition`.
+        The state after is the state the ``evaluate`` calls leave (``tests/test_kernels.py``).
         """
         from rules import kernels  # noqa: PLC0415 - numba loads only for batches
 
@@ -315,26 +347,9 @@ class LayerEngine:
             for (li, _), truth in zip(self._clear_whens, truths(conditions, features), strict=True):
                 clear_true[li] = truth.true.reshape(n_steps, n_pools)
                 clear_false[li] = truth.false.reshape(n_steps, n_pools)
-        settings = np.concatenate(
-            [
-                self._for,
-                self._keep_firing_for,
-                self._cooldowns,
-                self._repeat_interval,
-                self._start_signal.astype(np.int64),
-            ],
-            axis=1,
-        )
-        inhibits = np.array(
-            [
-                [hi_spec.inhibit_lower and low.level < hi_spec.level for low in self.layers]
-                for hi_spec in self.layers
-            ],
-            dtype=np.bool_,
-        ).reshape(n_layers, n_layers)
         timers = np.stack([self.since, self.clear_since, self.last_notified, self.cooldown_until])
         # At most one event per (layer, pool, step): a released firing is unchanged.
-        events = np.empty((max(n_layers * n_steps * n_pools, 1), kernels.N_EVENT_COLUMNS), np.int64)
+        events = np.empty((max(n_layers * n_steps * n_pools, 1), len(EVENT_COLUMNS)), np.int64)
         n_events = kernels.layer_steps(
             np.ascontiguousarray(times, dtype=np.int64),
             np.ascontiguousarray(present, dtype=np.bool_),
@@ -345,9 +360,9 @@ class LayerEngine:
             self.state,
             timers,
             self.notified,
-            settings,
-            inhibits,
-            _NEXT.astype(np.int64),
+            self._table_settings,
+            self._inhibits,
+            _NEXT,
             states_out,
             events,
         )
@@ -371,8 +386,6 @@ class LayerEngine:
     ) -> Transition:
         """The :class:`Transition` of one event row of :meth:`evaluate_table`, with its
         reason read from ``features`` (the step's values, one per pool)."""
-        from rules.kernels import EV_NOTIFY, EV_RELEASED  # noqa: PLC0415
-
         _, li, row, prev, new, sig, inh, since = (int(v) for v in event[:8])
         if event[EV_RELEASED]:
             reason = (
@@ -665,13 +678,12 @@ class LayerEngine:
         """For each (layer, column): the index of a higher firing layer with
         ``inhibit_lower`` that inhibits it, or -1."""
         out = np.full(states.shape, -1, dtype=np.int8)
-        for hi, spec in enumerate(self.layers):
-            if not spec.inhibit_lower:
+        for hi, lower in enumerate(self._inhibits):
+            if not lower.any():
                 continue
             firing = states[hi] == State.FIRING
-            for li, low in enumerate(self.layers):
-                if low.level < spec.level:
-                    out[li] = np.where((out[li] < 0) & firing, hi, out[li])
+            for li in np.flatnonzero(lower).tolist():
+                out[li] = np.where((out[li] < 0) & firing, hi, out[li])
         return out
 
     def _reason(self, li: int, features: Mapping[str, NDArray[np.float64]], ci: int) -> str:

@@ -26,6 +26,22 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from rules.engine import (
+    _ACTIVATE,
+    _CLEAR_RESET,
+    _CLEAR_START,
+    _DROP,
+    _FIRE,
+    _FIRING,
+    _HOLD,
+    _INACTIVE,
+    _PENDING,
+    _REPEAT,
+    _RESOLVE,
+    EV_NOTIFY,
+    EV_RELEASED,
+    NO_TIME,
+)
 from rules.features import ENGINE_FEATURES
 
 __all__ = ["FEATURE_INDEX", "feature_steps", "layer_steps"]
@@ -61,7 +77,6 @@ FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(ENGINE_FEATURE
     _CORR,
 ) = range(len(ENGINE_FEATURES))
 _NAN = math.nan
-_NO_TIME = np.iinfo(np.int64).min
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -609,16 +624,6 @@ def feature_steps(
 
 # --------------------------------------------------------------------------- layers
 
-# Signal and state values of rules.engine (checked equal by tests/test_kernels.py).
-_INACTIVE, _PENDING, _FIRING = 0, 1, 2
-_HOLD, _ACTIVATE, _FIRE, _DROP = 0, 1, 2, 3
-_CLEAR_START, _CLEAR_RESET, _RESOLVE, _REPEAT = 4, 5, 6, 7
-#: Columns of one row of :func:`layer_steps`' event table.
-EVENT_COLUMNS = ("step", "layer", "row", "previous", "state", "signal", "inhibitor", "since")
-#: Extra columns: released (1: a firing notified because its inhibition ended), notify.
-EV_RELEASED, EV_NOTIFY = 8, 9
-N_EVENT_COLUMNS = 10
-
 
 @_jit
 def _inhibitor(states: Any, inhibits: Any, li: int, p: int) -> int:
@@ -656,7 +661,7 @@ def layer_steps(
     ``next_state[state, signal]``: the transition table (-1: illegal).
 
     Writes the state after each step into ``states_out[t]`` and one row per alert event
-    into ``events`` (:data:`EVENT_COLUMNS` + released, notify), in the order the engine
+    into ``events`` (:data:`rules.engine.EVENT_COLUMNS`), in the order the engine
     returns them: per step, events in layer then pool order, then released firings.
     Returns the number of events, or ``-1 - index`` of the (layer, pool) whose move is
     illegal (``index = layer * P + pool``; ``events[0]`` holds its step, state, signal).
@@ -695,7 +700,7 @@ def layer_steps(
                         sig = _FIRE
                 elif s == _FIRING:
                     clear = clear_true[li, t, p]
-                    clearing = clear_since[li, p] != _NO_TIME
+                    clearing = clear_since[li, p] != NO_TIME
                     if clear and not clearing:
                         sig = _CLEAR_START
                     if clear_false[li, t, p] and clearing:
@@ -740,11 +745,11 @@ def layer_steps(
                 if sig == _ACTIVATE or (sig == _FIRE and s == _INACTIVE):
                     since[li, p] = time
                 elif sig == _DROP:
-                    since[li, p] = _NO_TIME
+                    since[li, p] = NO_TIME
                 if sig == _CLEAR_START:
                     clear_since[li, p] = time
                 elif sig == _CLEAR_RESET or sig == _FIRE or sig == _RESOLVE:  # noqa: PLR1714, SIM109 - plain compares compile to plain code
-                    clear_since[li, p] = _NO_TIME
+                    clear_since[li, p] = NO_TIME
                 if sig == _RESOLVE:
                     cooldown_until[li, p] = time + settings[li, 2]
         for li in range(n_layers):
@@ -805,7 +810,7 @@ def layer_steps(
         # Firing ended: reset the since marker after the event has captured it.
         for e in range(first_event, n_events):
             if events[e, 4] == _INACTIVE:
-                since[events[e, 1], events[e, 2]] = _NO_TIME
+                since[events[e, 1], events[e, 2]] = NO_TIME
         for li in range(n_layers):
             for p in range(n_pools):
                 states_out[t, li, p] = state[li, p]

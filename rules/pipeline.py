@@ -408,8 +408,6 @@ class Pipeline:
             values={name: np.full((n_steps, n_pools), np.nan) for name in keep},
             threshold_scale=scales,
         )
-        all_rows = np.arange(n_pools, dtype=np.int64)
-        everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
         if self.compiled and self._table_applies(stamps, keep, statuses):
             # In chunks of TABLE_CELLS pool-steps: bounded feature, truth and event tables.
             table_mask = np.ones((n_steps, n_pools), dtype=np.bool_) if mask is None else mask
@@ -427,6 +425,8 @@ class Pipeline:
                     offset,
                 )
             return result
+        all_rows = np.arange(n_pools, dtype=np.int64)
+        everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
         kept = [name for name in keep if name != "threshold_scale"]
         price_of, tvl_of, tick_tvl_of, volume_of, swaps_of, mev_swaps_of = columns_of
         stamp_list, block_list, scale_list = (

@@ -57,10 +57,15 @@ if [ "$(cat .venv/.alvh-stamp 2>/dev/null)" != "$py_stamp" ]; then
     echo "$py_stamp" > .venv/.alvh-stamp
 fi
 
-# --- The backtest's compiled loops (numba): compiled once, then loaded from --
-# numba's cache (rules/__pycache__): a fraction of a second when nothing changed.
-.venv/bin/python -c 'from rules.pipeline import compile_kernels; compile_kernels()' \
-    || die "compiling the backtest's loops with numba failed (see the error above)"
+# --- The backtest's compiled loops (numba): compiled once into numba's cache --
+# (rules/__pycache__), again only when the rules sources change.
+kernels_stamp="$(cat rules/*.py | sha256sum | cut -c1-16)"
+if [ "$(cat .venv/.alvh-kernels-stamp 2>/dev/null)" != "$kernels_stamp" ]; then
+    log "compiling the backtest's loops (numba)"
+    .venv/bin/python -c 'from rules.pipeline import compile_kernels; compile_kernels()' \
+        || die "compiling the backtest's loops with numba failed (see the error above)"
+    echo "$kernels_stamp" > .venv/.alvh-kernels-stamp
+fi
 
 # --- Node packages: anvil and the compiled Uniswap / OpenZeppelin artifacts --
 command -v npm >/dev/null 2>&1 || die "npm is missing; install Node.js with: sudo apt-get install -y nodejs npm"
