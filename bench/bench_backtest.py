@@ -50,9 +50,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import rules.lp  # noqa: E402
+import rules.hedge.lp  # noqa: E402
 from adapters.replay import load  # noqa: E402
-from daemon.backtest import (  # noqa: E402
+from daemon.backtest.run import (  # noqa: E402
     MAX_CHARTS,
     PARALLEL_CHART_ROWS,
     BacktestOptions,
@@ -235,7 +235,7 @@ def main() -> None:
         pipeline._alert = timer.wrap("alerts", pipeline._alert)  # type: ignore[method-assign]
         pipeline._hedge = timer.wrap("hedge", pipeline._hedge)  # type: ignore[method-assign]
         # Position.break_even calls this module function: time it inside the hedge stage.
-        rules.lp.break_even = timer.wrap("break_even", rules.lp.break_even)
+        rules.hedge.lp.break_even = timer.wrap("break_even", rules.hedge.lp.break_even)
         t0 = time.perf_counter()
         batch = replay(spec, plans, aligned, pipeline=pipeline)
         t_pipeline = time.perf_counter() - t0
@@ -310,7 +310,7 @@ def main() -> None:
     if timer.calls.get("hedge"):
         print(
             f"hedge advice: {stages['hedge'] / timer.calls['hedge'] * 1e3:.2f} ms per firing, "
-            f"of which rules.lp.break_even "
+            f"of which rules.hedge.lp.break_even "
             f"{timer.total.get('break_even', 0.0) / timer.calls['hedge'] * 1e3:.2f} ms"
         )
     print(

@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.devchain import Anvil, DevChain, deploy_demo_market
-from adapters.devchain.artifacts import load_artifact
-from adapters.devchain.uniswap_math import sqrt_price_x96_from_price
+from daemon.demo.devchain import Anvil, DevChain, deploy_demo_market
+from daemon.demo.devchain.artifacts import load_artifact
+from daemon.demo.devchain.uniswap_math import sqrt_price_x96_from_price
 
 GENESIS = 1_700_000_000
 SEED = 7
@@ -137,7 +137,7 @@ def load_artifact_abi(name: str) -> list[dict[str, object]]:
     """The raw ABI list of an artifact (for web3's contract factory)."""
     import json
 
-    from adapters.devchain.artifacts import ARTIFACT_PATHS, NODE_MODULES
+    from daemon.demo.devchain.artifacts import ARTIFACT_PATHS, NODE_MODULES
 
     load_artifact(name)  # raises a clear error if it is missing
     return list(json.loads((NODE_MODULES / ARTIFACT_PATHS[name]).read_text())["abi"])

@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from rules.engine import LayerEngine, LayerSpec
 from rules.expr import parse
+from rules.layers.engine import LayerEngine, LayerSpec
 from rules.types import FEATURE_NAMES
 
 LAYERS = (

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import talib
 
-from rules.features import FeatureEngine, FeatureParams
+from rules.features.engine import FeatureEngine, FeatureParams
 
 BAR = 300  # 5-minute bars, the config example's default
 WINDOW = 500  # bars a recomputing implementation looks back over

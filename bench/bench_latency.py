@@ -26,8 +26,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from adapters.devchain import Anvil, DevChain, V3Pool, deploy_demo_market
-from daemon.localbroker import LocalBroker
+from daemon.demo.devchain import Anvil, DevChain, V3Pool, deploy_demo_market
+from daemon.demo.localbroker import LocalBroker
 
 LAYER = """
 [[layers]]

@@ -41,9 +41,7 @@ import aiohttp
 from web3 import AsyncWeb3
 from web3.providers.rpc import AsyncHTTPProvider
 
-from adapters.devchain import Anvil, DevChain, V2Pair, V3Pool
-from adapters.devchain.artifacts import load_artifact
-from adapters.evm import (
+from adapters.evm.chain import (
     TOPIC_SWAP_V2,
     TOPIC_SWAP_V3,
     TOPIC_SYNC_V2,
@@ -51,7 +49,9 @@ from adapters.evm import (
     EvmChain,
     PoolSpec,
 )
-from adapters.rpc import RpcPool
+from adapters.evm.rpc import RpcPool
+from daemon.demo.devchain import Anvil, DevChain, V2Pair, V3Pool
+from daemon.demo.devchain.artifacts import load_artifact
 from tests.many_pools import FARM_GAS_LIMIT, deploy_pool_farm, kind_of, quote_of, random_swaps
 
 GENESIS = 1_700_000_000

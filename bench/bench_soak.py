@@ -23,8 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from adapters.devchain import Anvil, DevChain
-from daemon.localbroker import LocalBroker, free_port
+from daemon.demo.devchain import Anvil, DevChain
+from daemon.demo.localbroker import LocalBroker, free_port
 from tests.many_pools import FARM_GAS_LIMIT, deploy_pool_farm, kind_of, quote_of, random_swaps
 
 LAYERS = """

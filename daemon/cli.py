@@ -144,19 +144,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "check-config":
-            from daemon.commands import check_config  # noqa: PLC0415 - lazy: keep check-config fast
+            from daemon.check import check_config  # noqa: PLC0415 - lazy: keep check-config fast
 
             return check_config(args.file)
         if args.command == "run":
-            from daemon.service import run_daemon  # noqa: PLC0415 - lazy: keep check-config fast
+            from daemon.service.daemon import run_daemon  # noqa: PLC0415 - lazy: keep check-config fast
 
             return run_daemon(args.config)
         if args.command == "backtest":
-            from daemon.backtest import run_backtest_command  # noqa: PLC0415 - lazy: keep check-config fast
+            from daemon.backtest.run import run_backtest_command  # noqa: PLC0415 - lazy: keep check-config fast
 
             return run_backtest_command(args)
         if args.command == "demo":
-            from daemon.demo import run_demo  # noqa: PLC0415 - lazy: keep check-config fast
+            from daemon.demo.run import run_demo  # noqa: PLC0415 - lazy: keep check-config fast
 
             return run_demo(args)
     except UserError as exc:

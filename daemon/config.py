@@ -37,10 +37,10 @@ from pydantic import (
 
 from rules.calendar import CalendarWindow, CronError, parse_cron
 from rules.durations import parse_duration, parse_iso_utc
-from rules.engine import LayerSpec
 from rules.expr import Expr, ExprError, parse
-from rules.features import FeatureParams
-from rules.hedge import HedgeSpec, Position
+from rules.features.engine import FeatureParams
+from rules.hedge.advice import HedgeSpec, Position
+from rules.layers.engine import LayerSpec
 from rules.pipeline import PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
 

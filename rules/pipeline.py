@@ -1,7 +1,7 @@
 """The one pipeline shared by the live daemon and the backtest.
 
-samples -> bars + features (:mod:`rules.features`) -> layer engine
-(:mod:`rules.engine`) -> hedge advice (:mod:`rules.hedge`) -> :class:`Alert`.
+samples -> bars + features (:mod:`rules.features.engine`) -> layer engine
+(:mod:`rules.layers.engine`) -> hedge advice (:mod:`rules.hedge.advice`) -> :class:`Alert`.
 
 Guarantees:
 - pure and deterministic: the same steps in the same order give the same alerts
@@ -34,11 +34,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from rules.alert import ALERT_VALUE_NAMES, Alert, LayerStatus, alert_id
-from rules.bars import check_sample_values, is_all_rows
 from rules.calendar import CalendarWindow, threshold_scale, threshold_scale_series
-from rules.engine import LayerEngine, LayerSpec, State, Transition
-from rules.features import ENGINE_FEATURES, FeatureEngine, FeatureParams, FeatureSnapshot
-from rules.hedge import Position, recommend
+from rules.features.bars import check_sample_values, is_all_rows
+from rules.features.engine import ENGINE_FEATURES, FeatureEngine, FeatureParams, FeatureSnapshot
+from rules.hedge.advice import Position, recommend
+from rules.layers.engine import LayerEngine, LayerSpec, State, Transition
 from rules.types import PoolId, PoolSample
 
 _STATE_NAMES: dict[State, Any] = {
@@ -101,7 +101,7 @@ class BatchResult:
     """What :meth:`Pipeline.step_many` produced over ``times`` (``T`` steps, ``K`` pools).
 
     ``alerts``, ``suppressed`` and ``layers`` are the concatenation of the per-step lists.
-    ``states[t, li, row]`` is the state (:class:`~rules.engine.State` value) of layer ``li``
+    ``states[t, li, row]`` is the state (:class:`~rules.layers.engine.State` value) of layer ``li``
     (engine order) on pool ``row`` after step ``t``; ``values[name][t, row]`` the feature
     ``name`` of pool ``row`` at step ``t`` for each requested name (NaN where the pool had
     no sample); ``threshold_scale[t]`` the calendar scale at step ``t``.
@@ -506,7 +506,7 @@ class Pipeline:
         offset: int,
     ) -> None:
         """Steps ``offset ..`` of :meth:`step_many` in compiled loops (see
-        :mod:`rules.kernels`): the same alerts in the same order, the same states and
+        :mod:`rules.features.kernels`): the same alerts in the same order, the same states and
         values, and the same state after, as the per-step code."""
         n_steps, n_pools = stamps.size, len(self.pools)
         price = columns[0]

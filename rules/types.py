@@ -79,7 +79,7 @@ class PoolSample:
     ``volume`` and ``swaps`` count what happened since the previous sample of the
     same pool (so summing them over samples never double counts); ``mev_swaps`` is
     the number of those swaps that took part in a sandwich-like pattern or an
-    intra-block reverted price move (see :mod:`rules.mev`).
+    intra-block reverted price move (see :mod:`rules.features.mev`).
     """
 
     pool: PoolId

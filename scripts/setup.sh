@@ -59,7 +59,7 @@ fi
 
 # --- The backtest's compiled loops (numba): compiled once into numba's cache --
 # (rules/__pycache__), again only when the rules sources change.
-kernels_stamp="$(cat rules/*.py | sha256sum | cut -c1-16)"
+kernels_stamp="$(find rules -name '*.py' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16)"
 if [ "$(cat .venv/.alvh-kernels-stamp 2>/dev/null)" != "$kernels_stamp" ]; then
     log "compiling the backtest's loops (numba)"
     .venv/bin/python -c 'from rules.pipeline import compile_kernels; compile_kernels()' \

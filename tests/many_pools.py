@@ -18,7 +18,7 @@ at least :data:`FARM_GAS_LIMIT`:
 
 :func:`random_swaps` queues seeded swaps into the caller's open block;
 :func:`swap_volumes` decodes what a set of transactions swapped from their receipts with
-the contracts' own ABIs (independently of :mod:`adapters.evm`).
+the contracts' own ABIs (independently of :mod:`adapters.evm.chain`).
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 from itertools import combinations
 
-from adapters.devchain import DevChain, Token, V2Pair, V3Pool
-from adapters.devchain.artifacts import load_artifact
-from adapters.devchain.uniswap_math import (
+from daemon.demo.devchain import DevChain, Token, V2Pair, V3Pool
+from daemon.demo.devchain.artifacts import load_artifact
+from daemon.demo.devchain.uniswap_math import (
     amounts_per_liquidity,
     full_range_ticks,
     range_ticks,
     sqrt_price_x96_from_price,
 )
-from rules.lp import amounts_for_liquidity
-from rules.v3math import Q96, sqrt_ratio_at_tick
+from rules.hedge.lp import amounts_for_liquidity
+from rules.uniswap import Q96, sqrt_ratio_at_tick
 
 #: Block gas limit the farm needs: each stage is one block of many transactions.
 FARM_GAS_LIMIT = 50_000_000_000

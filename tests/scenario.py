@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from adapters.devchain import V3Pool
+from daemon.demo.devchain import V3Pool
 from tests.plugins.broker import Broker, Message
 from tests.plugins.chain import DemoChain
 

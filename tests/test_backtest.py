@@ -20,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.replay import ReplaySeries, load
-from daemon.backtest import (
+from daemon.backtest.report import option_mid, price_drawdowns
+from daemon.backtest.run import (
     BacktestOptions,
     apply_override,
     load_backtest_config,
@@ -32,13 +33,12 @@ from daemon.backtest import (
 )
 from daemon.cli import main
 from daemon.errors import UserError
-from daemon.report import option_mid, price_drawdowns
 from rules.calendar import CalendarWindow
-from rules.engine import LayerSpec
 from rules.expr import parse
-from rules.features import FeatureParams
-from rules.hedge import HedgeSpec, Position
-from rules.options import black_scholes
+from rules.features.engine import FeatureParams
+from rules.hedge.advice import HedgeSpec, Position
+from rules.hedge.options import black_scholes
+from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
 from tests.alert_schema import check_alert
@@ -560,7 +560,7 @@ def test_report_hedge_arithmetic_by_hand(black_thursday: Path) -> None:
     trade = next(t for t in trades if t["how"] == "resolution")
     years = 7 * 86400 / (365 * 86400)
     price, vol = trade["open_price"], trade["volatility"]
-    # The advice of rules.hedge, by hand: strike 1 sigma below, notional = coverage * delta.
+    # The advice of rules.hedge.advice, by hand: strike 1 sigma below, notional = coverage * delta.
     strike = price * math.exp(-1.0 * vol * math.sqrt(years))
     assert trade["strike"] == pytest.approx(strike, rel=1e-12)
     notional = 0.25 * float(position.delta(price))
@@ -770,7 +770,7 @@ def test_run_backtest_command_writes_to_the_given_streams(tmp_path: Path) -> Non
         no_chart=True,
         quiet=True,
     )
-    from daemon.backtest import run_backtest_command
+    from daemon.backtest.run import run_backtest_command
 
     stdout, stderr = io.StringIO(), io.StringIO()
     assert run_backtest_command(args, stdout=stdout, stderr=stderr) == 0

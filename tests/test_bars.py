@@ -1,4 +1,4 @@
-"""rules.bars: epoch-aligned bars, empty intervals, late and out-of-order samples."""
+"""rules.features.bars: epoch-aligned bars, empty intervals, late and out-of-order samples."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.bars import BarAggregator, ClosedBars
+from rules.features.bars import BarAggregator, ClosedBars
 
 INTERVAL = 60
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from adapters import evm
+from adapters.evm import chain as evm
 from rules.durations import iso_utc
 
 CACHES: dict[str, tuple[Any, Callable[[int], Any]]] = {
     "rules.durations.iso_utc": (iso_utc, lambda i: 1_700_000_000 + 12 * i),
-    "adapters.evm._checksum": (evm._checksum, lambda i: f"0x{i * 7919 + 1:040x}"),
-    "adapters.evm._sqrt_at_tick": (evm._sqrt_at_tick, lambda i: i - 10_000),
+    "adapters.evm.chain._checksum": (evm._checksum, lambda i: f"0x{i * 7919 + 1:040x}"),
+    "adapters.evm.chain._sqrt_at_tick": (evm._sqrt_at_tick, lambda i: i - 10_000),
 }
 
 

@@ -1,6 +1,6 @@
 """Backtest charts: the envelope that long series are drawn by.
 
-A line through :func:`daemon.chart.envelope`'s points must cover, in every bucket (a
+A line through :func:`daemon.backtest.chart.envelope`'s points must cover, in every bucket (a
 pixel column), the same vertical extent as the whole series, start and end where the
 whole series does, and keep NaN gaps.
 """
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from daemon.chart import ENVELOPE_POINTS_PER_PIXEL, envelope
+from daemon.backtest.chart import ENVELOPE_POINTS_PER_PIXEL, envelope
 
 values = st.floats(min_value=-1e6, max_value=1e6) | st.just(float("nan"))
 

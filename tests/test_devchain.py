@@ -1,4 +1,4 @@
-"""Tests of the dev chain harness (adapters.devchain).
+"""Tests of the dev chain harness (daemon.demo.devchain).
 
 The pure parts (price arithmetic, bytecode patching, handles) run without a node;
 everything else runs against a real anvil with the real compiled contracts and is
@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.devchain import (
+from daemon.demo.devchain import (
     ANVIL_ENV,
     MULTICALL3_ADDRESS,
     Anvil,
@@ -40,12 +40,12 @@ from adapters.devchain import (
     find_anvil,
     patch_decimals,
 )
-from adapters.devchain.artifacts import (
+from daemon.demo.devchain.artifacts import (
     find_decimals_push,
     load_artifact,
     multicall3_runtime,
 )
-from adapters.devchain.uniswap_math import (
+from daemon.demo.devchain.uniswap_math import (
     full_range_ticks,
     price_from_sqrt_price_x96,
     range_ticks,
@@ -299,7 +299,7 @@ def test_anvil_is_stopped_at_interpreter_exit(anvil_bin: Path) -> None:
     script = textwrap.dedent(
         f"""
         import threading
-        from adapters.devchain import Anvil
+        from daemon.demo.devchain import Anvil
         nodes = []
         worker = threading.Thread(
             target=lambda: nodes.append(Anvil(binary={str(anvil_bin)!r}).start())
@@ -321,7 +321,7 @@ def test_anvil_dies_with_a_killed_parent(anvil_bin: Path) -> None:
     script = textwrap.dedent(
         f"""
         import time
-        from adapters.devchain import Anvil
+        from daemon.demo.devchain import Anvil
         node = Anvil(binary={str(anvil_bin)!r}).start()
         print(node.pid, flush=True)
         time.sleep(60)
@@ -679,7 +679,7 @@ def test_demo_market_description_is_json_ready(devchain: DemoChain) -> None:
 
 @integration
 def test_the_deployment_is_deterministic(anvil: Anvil, devchain: DemoChain) -> None:
-    from adapters.devchain import deploy_demo_market
+    from daemon.demo.devchain import deploy_demo_market
 
     again = deploy_demo_market(DevChain(anvil.url), block_interval=BLOCK_INTERVAL)
     shared = devchain.market

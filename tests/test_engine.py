@@ -19,8 +19,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.engine import TRANSITIONS, IllegalTransitionError, LayerEngine, LayerSpec, Signal, State
 from rules.expr import parse
+from rules.layers.engine import (
+    TRANSITIONS,
+    IllegalTransitionError,
+    LayerEngine,
+    LayerSpec,
+    Signal,
+    State,
+)
 from rules.types import FEATURE_NAMES
 
 T0 = 1_700_000_000

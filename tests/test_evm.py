@@ -1,7 +1,7 @@
 """The EVM adapter: ABI layouts, the Swap decoder on real mainnet logs, and 60 real pools
 on anvil polled block by block.
 
-Oracles are independent of :mod:`adapters.evm`: ``eth_abi`` for the hand-rolled
+Oracles are independent of :mod:`adapters.evm.chain`: ``eth_abi`` for the hand-rolled
 Multicall3 layouts, the decoded columns of the 2024-01-05 log file for the Swap decoder,
 and on anvil the contracts themselves read with their own ABIs at each block number
 (prices and TVL computed exactly with fractions) and the swap receipts.
@@ -25,10 +25,8 @@ from eth_abi.abi import decode, encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.devchain import MULTICALL3_ADDRESS, Anvil, DevChain, V2Pair, V3Pool
-from adapters.devchain.artifacts import load_artifact
 from adapters.errors import DataError, FatalError, TransientError
-from adapters.evm import (
+from adapters.evm.chain import (
     SEL_AGGREGATE3,
     Block,
     EvmChain,
@@ -40,14 +38,16 @@ from adapters.evm import (
     encode_aggregate3,
     tick_tvl_v3,
 )
-from adapters.rpc import RpcPool, redact_url
-from rules.engine import LayerSpec
+from adapters.evm.rpc import RpcPool, redact_url
+from daemon.demo.devchain import MULTICALL3_ADDRESS, Anvil, DevChain, V2Pair, V3Pool
+from daemon.demo.devchain.artifacts import load_artifact
 from rules.expr import parse
-from rules.features import FeatureParams
-from rules.lp import amounts_for_liquidity
+from rules.features.engine import FeatureParams
+from rules.hedge.lp import amounts_for_liquidity
+from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId, PoolSample
-from rules.v3math import MAX_TICK, MIN_TICK, Q96, sqrt_ratio_at_tick
+from rules.uniswap import MAX_TICK, MIN_TICK, Q96, sqrt_ratio_at_tick
 from tests.many_pools import (
     FARM_GAS_LIMIT,
     PoolFarm,

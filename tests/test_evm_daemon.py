@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from adapters.devchain import Anvil, DevChain, V3Pool, deploy_demo_market
-from adapters.rpc import redact_url
+from adapters.evm.rpc import redact_url
+from daemon.demo.devchain import Anvil, DevChain, V3Pool, deploy_demo_market
 from tests.alert_schema import check_alert
 from tests.daemon_proc import DaemonProcess
 from tests.many_pools import swap_volumes

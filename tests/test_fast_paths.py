@@ -1,12 +1,12 @@
 """The fast paths give the results of the code they replaced, bit for bit (but one).
 
-- ``rules.lp.Position``'s price methods and ``rules.expr.Expr.explain`` evaluate one
+- ``rules.hedge.lp.Position``'s price methods and ``rules.expr.Expr.explain`` evaluate one
   value in plain Python floats (``math.sqrt`` and Python arithmetic) instead of numpy
   scalars. IEEE 754 rounds every one of those
   operations the same way, so the results must be identical, not close: each property
   compares against the old numpy code, kept below as the reference (``old_*``), with
   ``==`` on the bits.
-- ``rules.lp.break_even`` solves its roots in closed form and walks to the float where
+- ``rules.hedge.lp.break_even`` solves its roots in closed form and walks to the float where
   its float test flips: the bisection's answer, or (where that test is noisy) another
   flip a few ulps away; both are checked against the test itself.
 - ``Pipeline.step_many`` checks the sample values of its whole table once (its steps then
@@ -31,8 +31,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from adapters.replay import load
-from daemon import backtest
-from daemon.backtest import (
+from daemon.backtest import run as backtest
+from daemon.backtest.chart import render_jobs
+from daemon.backtest.run import (
     BacktestOptions,
     ChartDrawing,
     chart_jobs,
@@ -40,14 +41,13 @@ from daemon.backtest import (
     run_backtest,
     write_outputs,
 )
-from daemon.chart import render_jobs
 from rules import expr as expr_module
-from rules import lp as lp_module
-from rules.engine import LayerSpec
 from rules.expr import MAX_DEPTH, MAX_LENGTH, Expr, parse, truths
-from rules.features import FeatureParams
-from rules.hedge import FALLBACK_VOLATILITY, choose_volatility
-from rules.lp import Position, amounts_from_liquidity
+from rules.features.engine import FeatureParams
+from rules.hedge import lp as lp_module
+from rules.hedge.advice import FALLBACK_VOLATILITY, choose_volatility
+from rules.hedge.lp import Position, amounts_from_liquidity
+from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
 from tests.test_expr import LEAF_NAMES, Tree, condition_trees, nesting, render, rows, snapshot_of
@@ -457,7 +457,7 @@ def test_charts_drawn_in_a_second_process_are_the_same_files(
     monkeypatch.setattr(backtest, "PARALLEL_CHART_ROWS", 1)
     with ChartDrawing(chart_jobs(run, there)) as drawing:
         drawing.wait()
-    assert drawing.worker_exit == 0  # drawn by `python -m daemon.chart`, not here
+    assert drawing.worker_exit == 0  # drawn by `python -m daemon.backtest.chart`, not here
     assert not list(Path(tempfile.gettempdir()).glob("alvh-charts-*"))  # job file removed
     assert sorted(p.name for p in here.iterdir()) == sorted(p.name for p in there.iterdir())
     assert (here / "chart.png").read_bytes() == (there / "chart.png").read_bytes()

@@ -1,4 +1,4 @@
-"""rules.features: the streaming engine against batch recomputation on real data."""
+"""rules.features.engine: the streaming engine against batch recomputation on real data."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 from numpy.typing import NDArray
 
 from rules import indicators as ind
-from rules import proxies
-from rules.features import (
+from rules.features import proxies
+from rules.features.engine import (
     CLOSED_VALUE_NAMES,
     ENGINE_FEATURES,
     FeatureEngine,

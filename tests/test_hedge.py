@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.hedge import (
+from rules.hedge.advice import (
     FALLBACK_VOLATILITY,
     HedgeAdvice,
     HedgeSpec,
@@ -27,7 +27,7 @@ DAY = 86_400
 NOW = calendar.timegm((2026, 5, 7, 14, 30, 0))
 
 
-# -- textbook formulas, written out again here so the tests do not trust rules.options ----
+# -- textbook formulas, written out again here so the tests do not trust rules.hedge.options ----
 
 
 def _n(x: float) -> float:

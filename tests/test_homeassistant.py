@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.homeassistant import (
+from daemon.service.homeassistant import (
     FEATURE_SENSORS,
     DiscoveryLayer,
     DiscoveryMessage,

@@ -10,8 +10,8 @@ import tomllib
 from pathlib import Path
 
 from daemon.config import parse_config
-from daemon.jobs import on_loop
-from daemon.service import Daemon
+from daemon.service.daemon import Daemon
+from daemon.service.jobs import on_loop
 from tests.conftest import REPO_ROOT
 
 

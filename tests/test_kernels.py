@@ -1,4 +1,4 @@
-"""The compiled loops (``rules.kernels``) are the per-step code, bit for bit.
+"""The compiled loops (``rules.features.kernels``) are the per-step code, bit for bit.
 
 ``Pipeline.step_many`` runs its steps in compiled loops when no layer status is wanted
 and nothing reads ``corr``. Each test here steps
@@ -20,13 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.replay import load
-from daemon.backtest import align, load_backtest_config, plan_pools, with_spread
-from rules import kernels
+from daemon.backtest.run import align, load_backtest_config, plan_pools, with_spread
 from rules import pipeline as pipeline_module
 from rules.calendar import CalendarWindow
-from rules.engine import LayerSpec, Signal, State
-from rules.features import ENGINE_FEATURES, FeatureParams
-from rules.hedge import HedgeSpec
+from rules.features import kernels
+from rules.features.engine import ENGINE_FEATURES, FeatureParams
+from rules.hedge.advice import HedgeSpec
+from rules.layers.engine import LayerSpec, Signal, State
 from rules.pipeline import BatchResult, Pipeline, PipelineSpec, PoolInfo, compile_kernels
 from tests.test_backtest import (
     BAR,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from rules.lp import (
+from rules.hedge.lp import (
     Position,
     TokenPair,
     amounts_for_liquidity,
@@ -20,7 +20,7 @@ from rules.lp import (
     liquidity_for_amounts,
 )
 from rules.types import ValidationError
-from rules.v3math import Q96, sqrt_ratio_at_tick
+from rules.uniswap import Q96, sqrt_ratio_at_tick
 
 prices = st.floats(min_value=1e-6, max_value=1e6)
 ratios = st.floats(min_value=1e-4, max_value=1e4)

@@ -1,4 +1,4 @@
-"""``rules.lp`` against the Uniswap V3 contracts themselves, on anvil.
+"""``rules.hedge.lp`` against the Uniswap V3 contracts themselves, on anvil.
 
 For each market case (both token orders, decimals 18/6, 6/18 and 8/18, prices
 above and below 1, three fee tiers) one walk is made on the module's dev chain:
@@ -10,7 +10,7 @@ At each stop the NonfungiblePositionManager is asked what each position holds
 (``positions(tokenId)`` and a static ``decreaseLiquidity`` + ``collect``).
 
 The tests then check, from the recorded walk:
-(a) the raw amounts the pool would release equal ``rules.lp.amounts_for_liquidity``
+(a) the raw amounts the pool would release equal ``rules.hedge.lp.amounts_for_liquidity``
     bit for bit (also the mint amounts with ``round_up`` and the minted liquidity
     with ``liquidity_for_amounts``, and one real burn);
 (b) the human-unit ``Position`` built from the same range and entry value agrees
@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 import pytest
 
-from adapters.devchain import DevChain, PositionAmounts, Token, V3Pool, V3Position
-from adapters.devchain.artifacts import load_artifact
-from adapters.devchain.chain import GAS_V3_SWAP, MAX_EXACT_INPUT, NO_DEADLINE
-from rules.lp import Position, TokenPair, amounts_for_liquidity, liquidity_for_amounts
-from rules.v3math import sqrt_ratio_at_tick, tick_at_sqrt_ratio
+from daemon.demo.devchain import DevChain, PositionAmounts, Token, V3Pool, V3Position
+from daemon.demo.devchain.artifacts import load_artifact
+from daemon.demo.devchain.chain import GAS_V3_SWAP, MAX_EXACT_INPUT, NO_DEADLINE
+from rules.hedge.lp import Position, TokenPair, amounts_for_liquidity, liquidity_for_amounts
+from rules.uniswap import sqrt_ratio_at_tick, tick_at_sqrt_ratio
 from tests.plugins.chain import DemoChain
 
 pytestmark = pytest.mark.integration

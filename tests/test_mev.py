@@ -1,4 +1,5 @@
-"""rules.mev: constructed sandwiches and reverted moves, and the real Swap logs of 2024-01-05."""
+"""rules.features.mev: constructed sandwiches and reverted moves, and the real Swap logs
+of 2024-01-05."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.mev import (
+from rules.features.mev import (
     MevParams,
     classify_swaps,
     find_reverted_moves,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.options import OptionKind, OptionValue, black_scholes, norm_cdf, norm_pdf
+from rules.hedge.options import OptionKind, OptionValue, black_scholes, norm_cdf, norm_pdf
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.calendar import CalendarWindow
-from rules.engine import LayerSpec
 from rules.expr import parse
-from rules.features import FeatureParams
-from rules.hedge import HedgeSpec
+from rules.features.engine import FeatureParams
+from rules.hedge.advice import HedgeSpec
+from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
 

@@ -1,4 +1,4 @@
-"""rules.proxies: reference vectors (Tulip, Lambert) and the definitions' properties."""
+"""rules.features.proxies: reference vectors (Tulip, Lambert) and the definitions' properties."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules import proxies
+from rules.features import proxies
 
 
 def _tulip_blocks(path: Path) -> list[tuple[str, list[float], list[list[float]], list[float]]]:

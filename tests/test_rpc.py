@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.devchain import Anvil
 from adapters.errors import FatalError, TransientError
-from adapters.rpc import ErrorHook, RpcCallError, RpcPool, redact_url
+from adapters.evm.rpc import ErrorHook, RpcCallError, RpcPool, redact_url
+from daemon.demo.devchain import Anvil
 from tests.rpc_servers import BadRpcServer, Mode, closed_port
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.silences import (
+from daemon.service.silences import (
     MAX_DURATION,
     AckCommand,
     CommandError,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from daemon.store import QueuedAlert, Store
+from daemon.service.store import QueuedAlert, Store
 
 
 def alert(i: int, pool: str = "0xA") -> QueuedAlert:
@@ -54,7 +54,7 @@ def test_commit_is_atomic_across_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     code = f"""
 import os, signal
-from daemon.store import Store, QueuedAlert
+from daemon.service.store import Store, QueuedAlert
 s = Store(__import__("pathlib").Path({str(path)!r}))
 s.commit([QueuedAlert("a", "t", b"x", 1, "p")], kv=[("k", 1)])
 class Proxy:

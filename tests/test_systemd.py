@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sdnotify import Notifier
+from daemon.service.sdnotify import Notifier
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 UNIT = REPO_ROOT / "systemd" / "alvh.service"
@@ -294,7 +294,7 @@ else:
     sys.exit("a writable+executable mapping was allowed: MDWE is not in force")
 import asyncio, sqlite3, ssl
 import numpy as np
-import daemon.cli, daemon.service  # everything 'alvh run' loads
+import daemon.cli, daemon.service.daemon  # everything 'alvh run' loads
 x = np.random.default_rng(7).normal(size=(300, 300))
 assert np.isfinite(x @ x).all()
 db = sqlite3.connect(":memory:")

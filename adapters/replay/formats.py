@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from adapters.replay.columns import RowCheck, Source, show, to_float
 from adapters.replay.series import Chunk, ReplayError
 from adapters.replay.ticks import FEE_BY_TICK_SPACING, quote_per_base, tick_tvl
-from rules.v3math import MAX_TICK, MIN_TICK
+from rules.uniswap import MAX_TICK, MIN_TICK
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]

@@ -7,7 +7,7 @@ Guarantees:
 - :func:`tick_tvl` is the value, in the quote token, of the active liquidity ``L``
   inside the current initialisable tick range ``[lower, lower + spacing)`` with
   ``lower = floor(tick / spacing) * spacing`` (Lambert's "tick TVL", the same
-  definition as :func:`adapters.evm.tick_tvl_v3`). Token amounts follow the
+  definition as :func:`adapters.evm.chain.tick_tvl_v3`). Token amounts follow the
   whitepaper (formulas 6.29 and 6.30) with the pool price taken at the tick itself
   (the data has no finer sqrt price):
   ``amount0 = L (sqrt(pb) - sqrt(p)) / (sqrt(p) sqrt(pb))``, ``amount1 = L (sqrt(p) - sqrt(pa))``,

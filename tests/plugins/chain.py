@@ -2,10 +2,10 @@
 
 - ``anvil_bin`` (session): the anvil executable; the test FAILS (never skips) with
   the install hint when it is missing.
-- ``anvil`` (function): a fresh :class:`~adapters.devchain.Anvil` on a free port,
+- ``anvil`` (function): a fresh :class:`~daemon.demo.devchain.Anvil` on a free port,
   mining on request, genesis at :data:`GENESIS_TIMESTAMP`; stopped after the test.
 - ``devchain_module`` (module): one anvil with the demo market deployed
-  (:func:`~adapters.devchain.deploy_demo_market`), shared by a test module.
+  (:func:`~daemon.demo.devchain.deploy_demo_market`), shared by a test module.
 - ``devchain`` (function): that shared chain, snapshotted before the test and
   reverted after it, so every test starts from the same freshly deployed market
   (same state, same head block, same clock).
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.devchain import (
+from daemon.demo.devchain import (
     Anvil,
     AnvilNotFoundError,
     DemoMarket,
