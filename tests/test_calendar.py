@@ -341,13 +341,21 @@ def test_noisy_cron_text_matches_apscheduler(text: str, after: int) -> None:
     check_against_oracle(text, [after])
 
 
-@given(st.text(max_size=40))
+@given(st.text(max_size=40), instants)
 @settings(max_examples=300, deadline=None)
-def test_arbitrary_text_is_parsed_or_rejected(text: str) -> None:
+def test_arbitrary_text_is_parsed_or_rejected_like_apscheduler(text: str, after: int) -> None:
+    """Any text parses or raises CronError (nothing else) quoting the text, and
+    APScheduler agrees on which, and on the next fire time."""
     try:
         parse_cron(text)
-    except CronError:
-        return
+    except CronError as caught:
+        error: CronError | None = caught
+    else:
+        error = None
+    if error is not None:
+        assert error.text == text
+        assert str(error).startswith(f"cron {text!r}: ")
+    check_against_oracle(text, [after])
 
 
 @given(cron_texts, instants)

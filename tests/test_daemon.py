@@ -267,8 +267,26 @@ def test_sighup_with_broken_config_keeps_running(
 
 
 def test_config_helper_is_valid(tmp_path: Path, devchain: DemoChain, broker: Broker) -> None:
-    """The generated test config passes the daemon's own validation (guards the helpers)."""
-    parse_config(tomllib.loads(config_text(tmp_path, devchain, broker)))
+    """The generated test config passes the daemon's own validation and says what the
+    scenario tests rely on: this broker, this chain, the pool the swaps move, 1m bars and
+    the sigma layers (guards the helpers)."""
+    cfg = parse_config(tomllib.loads(config_text(tmp_path, devchain, broker)))
+    assert (cfg.mqtt.host, cfg.mqtt.port) == (broker.host, broker.port)
+    assert cfg.daemon.state_dir == tmp_path / "state"
+    (chain,) = cfg.chains
+    assert (chain.name, chain.chain_id, chain.rpc) == (
+        "devchain",
+        devchain.market.chain_id,
+        [devchain.anvil.url],
+    )
+    (pool,) = cfg.pools
+    assert (pool.chain, pool.address, pool.kind) == (
+        "devchain",
+        devchain.market.v3_500.address,
+        "uniswap_v3",
+    )
+    assert cfg.bars.interval == 60
+    assert [(x.name, x.level) for x in cfg.layers] == [("L1", 1), ("L2", 2)]
 
 
 def test_warm_restart_neither_refires_nor_warms_up_again(

@@ -2,7 +2,8 @@
 
 A crash of many sigma is driven with real swaps; an independent MQTT subscriber must
 receive a ``firing`` event that validates against DESIGN.md's schema, with a complete
-hedge whose numbers this test recomputes on its own; a recovery must give ``resolved``.
+hedge whose numbers this test recomputes on its own; a subscriber arriving after the
+crash must get the retained layer states (firing); a recovery must give ``resolved``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from tests.alert_schema import check_alert
 from tests.daemon_proc import DaemonProcess
-from tests.plugins.broker import Broker, Subscriber
+from tests.plugins.broker import Broker, Message, Subscriber
 from tests.plugins.chain import DemoChain
 from tests.scenario import alerts, drive, next_timestamp, random_walk, write_config
 
@@ -38,6 +39,12 @@ def iso(ts: str) -> float:
     return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
+def _firing_topics(messages: list[Message]) -> set[str]:
+    """Layer topics whose latest message says ``firing``."""
+    latest = {m.topic: m for m in messages if m.topic.startswith("alvh/layers/")}
+    return {t for t, m in latest.items() if m.payload and m.json()["state"] == "firing"}
+
+
 def test_crash_fires_and_recovery_resolves(
     tmp_path: Path, devchain: DemoChain, broker: Broker
 ) -> None:
@@ -57,6 +64,20 @@ def test_crash_fires_and_recovery_resolves(
         got = sub.wait_for(
             lambda ms: bool(alerts(ms, "firing", "L1")) and bool(alerts(ms, "firing", "L2")), 60
         )
+        # The layer states are retained: a subscriber that arrives after the crash gets
+        # them from the broker at once, flagged retained, saying firing.
+        pool = devchain.market.v3_500.address
+        layer_topics = {f"alvh/layers/devchain/{pool}/{name}" for name in ("L1", "L2")}
+        sub.wait_for(lambda ms: layer_topics <= _firing_topics(ms), 30)  # the daemon sent them
+        late = Subscriber(broker, sorted(layer_topics))
+        try:
+            retained = late.wait_for(lambda ms: layer_topics <= {m.topic for m in ms}, 10)
+        finally:
+            late.stop()
+        for topic in sorted(layer_topics):
+            first = next(m for m in retained if m.topic == topic)
+            assert first.retain, f"{topic} was not delivered as a retained message"
+            assert first.json()["state"] == "firing", (topic, first.json())
         # recovery: a quiet path for two bars; the next bar's move is small, both clear
         t = drive(devchain, random_walk(crash, 15, 0.0005, seed=2), t)
         got = sub.wait_for(
@@ -84,10 +105,6 @@ def test_crash_fires_and_recovery_resolves(
     assert check_alert(resolved) == []
     assert resolved["since"] == fired["since"]
     assert resolved["id"] != fired["id"]
-    # retained layer state follows
-    layer_topics = [m for m in got if m.topic.startswith("alvh/layers/devchain/")]
-    assert layer_topics
-    assert all(m.retain or True for m in layer_topics)
 
     # The L2 collar, recomputed independently from the payload's own inputs.
     l2 = alerts(got, "firing", "L2")[0]

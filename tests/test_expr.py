@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rules.expr import MAX_DEPTH, MAX_LENGTH, Expr, ExprError, Truth, parse
+from rules.expr import MAX_DEPTH, MAX_LENGTH, ExprError, Truth, parse
 from rules.types import FEATURE_NAMES
 
 NAN = math.nan
@@ -711,7 +711,11 @@ def test_every_feature_name_is_usable() -> None:
 
 def test_parse_accepts_any_collection_of_names() -> None:
     for names in (["x"], ("x",), {"x"}, frozenset({"x"}), {"x": 1}.keys()):
-        assert isinstance(parse("x < 1", names), Expr)
+        expr = parse("x < 1", names)
+        assert expr.names == frozenset({"x"})
+        expect(expr.truth({"x": np.array([0.0, 2.0])}), "TF")
+        with pytest.raises(ExprError, match="unknown"):  # still checked against the names
+            parse("y < 1", names)
 
 
 @given(

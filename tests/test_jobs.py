@@ -34,14 +34,22 @@ async def test_every_daemon_job_is_a_coroutine(tmp_path: Path) -> None:
     data["mqtt"] = {"url": "mqtt://127.0.0.1:1", "homeassistant": True}  # nothing listens
     data["chains"][0]["rpc"] = ["http://127.0.0.1:1"]
     daemon = Daemon(parse_config(data))
-    run = asyncio.create_task(daemon._run_once(True))
+    run = daemon.new_run()  # built whole: the scheduler and every plugin's jobs exist now
+    serving = asyncio.create_task(run.serve(first=True, reload=daemon.reload))
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if getattr(daemon, "scheduler", None) is not None:
+        if run.scheduler.running:
             break
-    jobs = daemon.scheduler.get_jobs()
+    jobs = run.scheduler.get_jobs()
     daemon.stop.set()
-    await asyncio.wait_for(run, 10)
-    assert {j.id for j in jobs} >= {"checkpoint", "housekeeping", "calendar-plan", "poll-ethereum"}
+    await asyncio.wait_for(serving, 10)
+    assert {j.id for j in jobs} >= {
+        "checkpoint",
+        "housekeeping",
+        "calendar-plan",
+        "poll-ethereum",
+        "silences-expiry",
+        "homeassistant",
+    }
     for job in jobs:
         assert inspect.iscoroutinefunction(job.func), job.id

@@ -1,5 +1,9 @@
 """The daemon: one asyncio TaskGroup of named tasks around the pure pipeline.
 
+:class:`Daemon` is the process (signals, reloads, exit code); each run of the service,
+the first and one per reload, is a :class:`Run` that builds everything it uses at once
+and hands the plugins a :class:`~daemon.service.runtime.Runtime`.
+
 Tasks: ``chain:<name>`` (one per chain: follow blocks, feed the pipeline, queue
 alerts), ``publisher`` (MQTT), ``scheduler`` jobs (APScheduler: checkpoints,
 housekeeping, calendar announcements, systemd watchdog), and ``http`` when
@@ -23,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import json
 import math
 import os
 import random
@@ -47,6 +50,7 @@ from daemon.service.http import start_http
 from daemon.service.jobs import LoopScheduler
 from daemon.service.metrics import Metrics
 from daemon.service.publisher import Publisher
+from daemon.service.runtime import ChainsView, PipelineView, Runtime
 from daemon.service.sdnotify import Notifier
 from daemon.service.store import QueuedAlert, Store
 from rules.alert import Alert, LayerStatus, json_number
@@ -125,6 +129,13 @@ def run_daemon(path: Path) -> int:
 
 
 class Daemon:
+    """The process across runs: signals, reloads and the exit code.
+
+    Each run (the first, and one per accepted reload) is a :class:`Run` built whole from
+    the config of the moment; what outlives a run (the metrics registry, the systemd
+    notifier, the start time, the stop and reload requests) lives here.
+    """
+
     def __init__(self, cfg: Config, path: Path | None = None) -> None:
         self.cfg = cfg
         self.path = path
@@ -135,15 +146,6 @@ class Daemon:
         self.reload = asyncio.Event()
         self.exit_code = 0
         self.fatal: str | None = None
-        self.store: Store | None = None
-        self.pipeline: Pipeline | None = None
-        self.publisher: Publisher | None = None
-        self.chains: dict[str, _ChainRuntime] = {}
-        self._dirty_since_checkpoint = False
-        self.http_port: int | None = None
-        self.silences: silences.SilenceService | None = None
-
-    # -- lifecycle -----------------------------------------------------------------
 
     async def main(self) -> int:
         loop = asyncio.get_running_loop()
@@ -192,7 +194,8 @@ class Daemon:
         self.reload.set()
 
     def _reload_config(self) -> Config | None:
-        assert self.path is not None
+        if self.path is None:  # a reload is only requested by SIGHUP, with a file
+            return None
         try:
             return load_config(self.path)
         except ConfigError as exc:
@@ -201,29 +204,87 @@ class Daemon:
             )
             return None
 
+    def new_run(self) -> Run:
+        """The next run, built from the current config."""
+        return Run(
+            self.cfg,
+            metrics=self.metrics,
+            notifier=self.notifier,
+            started_at=self.started_at,
+            stop=self.stop,
+        )
+
     async def _run_once(self, first: bool) -> None:
-        cfg = self.cfg
+        run = self.new_run()
+        await run.serve(first=first, reload=self.reload)
+        if run.fatal is not None:
+            self.fatal = run.fatal
+
+
+class Run:
+    """One run of the service, from start (or a reload) until stop (or the next reload).
+
+    Everything a run uses is built in :meth:`__init__`, in dependency order (pipeline,
+    store, publisher, chains, restored state, scheduler, plugins), so no field is ever
+    ``None`` waiting for a later step. :meth:`serve` starts the scheduler, the HTTP
+    endpoint and the tasks, and on the way out checkpoints and closes what it opened.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        metrics: Metrics,
+        notifier: Notifier,
+        started_at: str,
+        stop: asyncio.Event,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.notifier = notifier
+        self.started_at = started_at
+        self._stop = stop
+        #: Why the run stopped the daemon (a fatal chain error), or None.
+        self.fatal: str | None = None
         state_dir = Path(
             os.environ.get("STATE_DIRECTORY", "").split(":")[0] or cfg.daemon.state_dir
         )
+        self.pipeline = Pipeline(cfg.pipeline_spec(), cfg.pool_infos())
         self.store = Store(state_dir / "alvh.sqlite", max_rows=cfg.daemon.outbox_max)
-        pipeline = Pipeline(cfg.pipeline_spec(), cfg.pool_infos())
-        self.pipeline = pipeline
-        status = {"state": "online", "version": __version__, "started_at": self.started_at}
-        self.publisher = Publisher(cfg.mqtt, self.store, self.metrics, status=status)
-        self.chains = {}
-        for chain in cfg.chains:
-            self.chains[chain.name] = self._chain_runtime(chain, pipeline)
-        self._restore()
-        for status_ in pipeline.layer_statuses():
-            self.publisher.retain(status_.topic_suffix, status_.to_payload())
-        self._update_firing_gauges()
+        try:
+            status = {"state": "online", "version": __version__, "started_at": started_at}
+            self.publisher = Publisher(cfg.mqtt, self.store, metrics, status=status)
+            self.chains = {chain.name: self._chain_runtime(chain) for chain in cfg.chains}
+            self._restore()
+            for layer in self.pipeline.layer_statuses():
+                self.publisher.retain(layer.topic_suffix, layer.to_payload())
+            self._update_firing_gauges()
+            self.scheduler = self._scheduler()
+            self._plan_calendar()
+            self.runtime = Runtime(
+                mqtt=cfg.mqtt,
+                pools=cfg.pools,
+                layers=cfg.layers,
+                store=self.store,
+                publisher=self.publisher,
+                metrics=metrics,
+                scheduler=self.scheduler,
+                pipeline=PipelineView(self.pipeline),
+                chains=ChainsView({name: rt.adapter for name, rt in self.chains.items()}),
+                health=self.health,
+            )
+            self.silences = silences.attach(self.runtime)
+            self.homeassistant = homeassistant.attach(self.runtime)
+        except BaseException:
+            self.store.close()
+            raise
 
+    def _scheduler(self) -> LoopScheduler:
         scheduler = LoopScheduler(timezone="UTC")
         scheduler.add_job(
             self._checkpoint,
             "interval",
-            seconds=cfg.daemon.checkpoint_interval,
+            seconds=self.cfg.daemon.checkpoint_interval,
             id="checkpoint",
         )
         scheduler.add_job(self._housekeeping, "interval", hours=1, id="housekeeping")
@@ -245,16 +306,18 @@ class Daemon:
                 seconds=self.notifier.watchdog_interval,
                 id="watchdog",
             )
-        scheduler.start()
-        self.scheduler = scheduler
-        self._plan_calendar()
-        self.silences = silences.attach(self)
-        homeassistant.attach(self)
+        return scheduler
 
+    async def serve(self, *, first: bool, reload: asyncio.Event) -> None:
+        """Follow the chains and publish until ``stop`` or ``reload`` is set; then
+        checkpoint and close. Call once."""
+        cfg = self.cfg
+        self.scheduler.start()
         http_runner = None
-        if cfg.http is not None:
-            http_runner, self.http_port = await start_http(cfg.http, self)
         try:
+            if cfg.http is not None:
+                http_runner, port = await start_http(cfg.http, self.runtime)
+                log.info("http listening", listen=cfg.http.listen, port=port)
             async with asyncio.TaskGroup() as tg:
                 stop_inner = asyncio.Event()
                 tg.create_task(self.publisher.run(stop_inner), name="publisher")
@@ -267,18 +330,18 @@ class Daemon:
                 else:
                     self.notifier.notify("READY=1")
                 waiters = [
-                    asyncio.ensure_future(self.stop.wait()),
-                    asyncio.ensure_future(self.reload.wait()),
+                    asyncio.ensure_future(self._stop.wait()),
+                    asyncio.ensure_future(reload.wait()),
                 ]
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 for w in waiters:
                     w.cancel()
-                if self.reload.is_set() and not self.stop.is_set():
+                if reload.is_set() and not self._stop.is_set():
                     self.notifier.notify("RELOADING=1")
                 self._checkpoint()
                 stop_inner.set()
         finally:
-            scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=False)
             if http_runner is not None:
                 await http_runner.cleanup()
             for rt in self.chains.values():
@@ -286,7 +349,7 @@ class Daemon:
             self._checkpoint()
             self.store.close()
 
-    def _chain_runtime(self, chain: ChainConfig, pipeline: Pipeline) -> _ChainRuntime:
+    def _chain_runtime(self, chain: ChainConfig) -> _ChainRuntime:
         pools = [p for p in self.cfg.pools if p.chain == chain.name]
         rpc = RpcPool(
             chain.rpc,
@@ -305,7 +368,7 @@ class Daemon:
             keep_hashes=max(256, self.cfg.daemon.reorg_depth * 2),
             on_degraded=self._on_degraded,
         )
-        rows = {p.address: pipeline.row_of[PoolId(chain.name, p.address)] for p in pools}
+        rows = {p.address: self.pipeline.row_of[PoolId(chain.name, p.address)] for p in pools}
         return _ChainRuntime(cfg=chain, adapter=adapter, rows=rows)
 
     def _rpc_error_hook(self, chain: str) -> Callable[[str, str], None]:
@@ -337,7 +400,7 @@ class Daemon:
                 self._chain_error(rt, exc)
             except FatalError as exc:
                 self.fatal = f"chain {name}: {exc}"
-                self.stop.set()
+                self._stop.set()
                 return
             backoff = await self._sleep(stop, backoff)
         backoff = 0.5
@@ -367,7 +430,7 @@ class Daemon:
                 continue
             except FatalError as exc:
                 self.fatal = f"chain {name}: {exc}"
-                self.stop.set()
+                self._stop.set()
                 return
             await self._next_poll(rt, stop)
 
@@ -401,7 +464,6 @@ class Daemon:
         return min(backoff * 2, 30.0)
 
     def _apply_fees(self, rt: _ChainRuntime) -> None:
-        assert self.pipeline is not None
         for address, meta in rt.adapter.meta.items():
             row = rt.rows[address]
             pool_cfg = next(
@@ -409,16 +471,13 @@ class Daemon:
             )
             if pool_cfg.fee is None:
                 self.pipeline.set_fee(row, meta.fee)
-            info = self.pipeline.pools[row]
             if self.cfg.pools[row].name is None:
                 self.pipeline.set_name(
                     row, f"{meta.base_symbol}/{meta.quote_symbol} {meta.fee * 100:g}%"
                 )
-            del info
 
     def _on_degraded(self, pool: PoolId, reason: str) -> None:
         log.warning("pool degraded, skipped", chain=pool.chain, pool=pool.address, reason=reason)
-        assert self.publisher is not None
         self.publisher.retain(
             f"pools/{pool.chain}/{pool.address}",
             {"state": "degraded", "reason": reason, "pool": pool.address, "chain": pool.chain},
@@ -429,9 +488,6 @@ class Daemon:
             self.metrics.degraded_pools.labels(chain=pool.chain).set(len(rt.adapter.degraded))
 
     def _on_block(self, rt: _ChainRuntime, block: Block) -> None:
-        assert self.pipeline is not None
-        assert self.store is not None
-        assert self.publisher is not None
         rt.processed = block.number
         rt.blocks_seen += 1
         self.metrics.blocks.labels(chain=rt.cfg.name).inc()
@@ -444,10 +500,8 @@ class Daemon:
         self.metrics.step_seconds.observe(time.perf_counter() - t0)
         self._emit(result.alerts, result.suppressed, result.layers)
         self._telemetry(rt, result)
-        self._dirty_since_checkpoint = True
 
     def _on_reorg(self, rt: _ChainRuntime, reorg: Reorg) -> None:
-        assert self.pipeline is not None
         self.metrics.reorgs.labels(chain=rt.cfg.name).inc()
         try:
             retracted, statuses = self.pipeline.rollback(rt.cfg.name, reorg.ancestor)
@@ -467,10 +521,7 @@ class Daemon:
     def _emit(
         self, alerts: Sequence[Alert], suppressed: Sequence[Alert], layers: Sequence[LayerStatus]
     ) -> None:
-        assert self.store is not None
-        assert self.publisher is not None
-        if self.silences is not None:
-            alerts = self.silences.filter(alerts, layers)
+        alerts = self.silences.filter(alerts, layers)
         qos = self.cfg.mqtt.qos
         prefix = self.cfg.mqtt.topic_prefix
         queued = [
@@ -516,7 +567,6 @@ class Daemon:
             self._update_firing_gauges()
 
     def _update_firing_gauges(self) -> None:
-        assert self.pipeline is not None
         engine = self.pipeline.engine
         for li, spec in enumerate(engine.layers):
             self.metrics.layers_firing.labels(layer=spec.name).set(
@@ -524,8 +574,6 @@ class Daemon:
             )
 
     def _telemetry(self, rt: _ChainRuntime, result: StepResult) -> None:
-        assert self.publisher is not None
-        assert self.pipeline is not None
         now = time.monotonic()
         interval = self.cfg.mqtt.telemetry_interval
         snap = result.snapshot
@@ -561,8 +609,6 @@ class Daemon:
     # -- checkpoints & jobs ------------------------------------------------------------
 
     def _restore(self) -> None:
-        assert self.store is not None
-        assert self.pipeline is not None
         saved = self.store.get(CHECKPOINT_KEY)
         if saved is None:
             log.info("no checkpoint, starting cold")
@@ -584,8 +630,6 @@ class Daemon:
         )
 
     def _checkpoint(self) -> None:
-        if self.store is None or self.pipeline is None:
-            return
         chains = {
             name: {
                 "chain_id": rt.cfg.chain_id,
@@ -603,8 +647,7 @@ class Daemon:
             log.error("checkpoint failed", error=str(exc))
 
     def _housekeeping(self) -> None:
-        if self.store is not None:
-            self.store.housekeeping()
+        self.store.housekeeping()
 
     def _watchdog(self) -> None:
         self.notifier.watchdog()
@@ -613,7 +656,7 @@ class Daemon:
         """Announce calendar windows at their edges (APScheduler date jobs), and publish
         the current scale as the retained ``{prefix}/calendar`` topic."""
         windows = self.cfg.calendar_windows()
-        if not windows or self.publisher is None:
+        if not windows:
             return
         now = int(time.time())
         self._announce_calendar(now)
@@ -632,10 +675,9 @@ class Daemon:
         scale = threshold_scale(windows, at)
         active = [w.name for w in active_windows(windows, at)]
         log.info("calendar", time=iso_utc(at), threshold_scale=scale, active=active)
-        if self.publisher is not None:
-            self.publisher.retain(
-                "calendar", {"time": iso_utc(at), "threshold_scale": scale, "active": active}
-            )
+        self.publisher.retain(
+            "calendar", {"time": iso_utc(at), "threshold_scale": scale, "active": active}
+        )
 
     # -- introspection for the HTTP endpoint ------------------------------------------
 
@@ -643,13 +685,10 @@ class Daemon:
         return {
             "version": __version__,
             "started_at": self.started_at,
-            "mqtt_connected": bool(self.publisher and self.publisher.connected.is_set()),
+            "mqtt_connected": self.publisher.connected.is_set(),
             "chains": {
                 n: {"head": rt.head, "processed": rt.processed, "error": rt.last_error or None}
                 for n, rt in self.chains.items()
             },
-            "outbox_depth": self.store.depth() if self.store else None,
+            "outbox_depth": self.store.depth(),
         }
-
-    def dumps_health(self) -> bytes:
-        return json.dumps(self.health()).encode()

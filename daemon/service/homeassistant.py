@@ -1,7 +1,8 @@
 """Home Assistant MQTT discovery (``[mqtt] homeassistant = true``).
 
 Pure builders (:func:`discovery_messages`) turn the configured pools and layers into
-discovery configs; :func:`attach` publishes them from a running daemon.
+discovery configs; :func:`attach` publishes them for one run of the daemon, from the
+:class:`~daemon.service.runtime.Runtime` it is given.
 
 Guarantees:
 
@@ -40,7 +41,7 @@ from daemon import __version__
 if TYPE_CHECKING:
     import aiomqtt
 
-    from daemon.service.daemon import Daemon
+    from daemon.service.runtime import Runtime
 
 log = structlog.get_logger(component="alvh.homeassistant")
 
@@ -241,22 +242,18 @@ def discovery_messages(
 class HomeAssistantDiscovery:
     """Publishes the discovery configs of a running daemon and answers HA's birth."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.discovery_prefix = daemon.cfg.mqtt.homeassistant_prefix
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.discovery_prefix = runtime.mqtt.homeassistant_prefix
 
     def messages(self) -> list[DiscoveryMessage]:
         """Configs of the pools whose chain is connected (so their quote symbol is known:
         a unit that changed after the first config would upset HA's statistics)."""
-        daemon = self.daemon
-        assert daemon.pipeline is not None
+        rt = self.runtime
         pools: list[DiscoveryPool] = []
-        for cfg_pool, info in zip(daemon.cfg.pools, daemon.pipeline.pools, strict=True):
-            rt = daemon.chains.get(cfg_pool.chain)
-            if rt is None:
-                continue
-            meta = rt.adapter.meta.get(cfg_pool.address)
-            if meta is None and cfg_pool.address not in rt.adapter.degraded:
+        for cfg_pool, info in zip(rt.pools, rt.pipeline.pools(), strict=True):
+            reading = rt.chains.reading(info.pool)
+            if reading is None:
                 continue
             pools.append(
                 DiscoveryPool(
@@ -264,24 +261,21 @@ class HomeAssistantDiscovery:
                     address=cfg_pool.address,
                     name=info.name,
                     kind=cfg_pool.kind,
-                    quote_symbol=meta.quote_symbol if meta is not None else None,
+                    quote_symbol=reading.quote_symbol,
                 )
             )
-        layers = [DiscoveryLayer(x.name, x.level, x.description) for x in daemon.cfg.layers]
         return discovery_messages(
-            topic_prefix=daemon.cfg.mqtt.topic_prefix,
+            topic_prefix=rt.mqtt.topic_prefix,
             pools=pools,
-            layers=layers,
+            layers=_layers(rt),
             version=__version__,
             discovery_prefix=self.discovery_prefix,
         )
 
     def refresh(self) -> None:
         """Retain the current configs (the publisher does not re-send unchanged ones)."""
-        publisher = self.daemon.publisher
-        assert publisher is not None
         for message in self.messages():
-            publisher.retain_abs(message.topic, message.body())
+            self.runtime.publisher.retain_abs(message.topic, message.body())
 
     async def tick(self) -> None:
         self.refresh()
@@ -293,21 +287,17 @@ class HomeAssistantDiscovery:
         text = bytes(raw).decode(errors="replace") if isinstance(raw, bytes | bytearray) else raw
         if text != "online":
             return
-        publisher = self.daemon.publisher
-        assert publisher is not None
         configs = self.messages()
         log.info("home assistant online, re-sending discovery", configs=len(configs))
         for config in configs:
-            await publisher.publish_now(config.topic, config.body())
+            await self.runtime.publisher.publish_now(config.topic, config.body())
 
 
-def clear_stale(daemon: Daemon, keep: set[str]) -> None:
+def clear_stale(runtime: Runtime, keep: set[str]) -> None:
     """Delete (empty retained payload) the configs an earlier run may have published that
     are not in ``keep`` (pools or layers removed from the config, or the option turned
     off); remember ``keep`` as what this run may publish."""
-    store, publisher = daemon.store, daemon.publisher
-    assert store is not None
-    assert publisher is not None
+    store, publisher = runtime.store, runtime.publisher
     before = store.get(KV_KEY)
     stale = (
         [t for t in before if isinstance(t, str) and t not in keep]
@@ -322,19 +312,17 @@ def clear_stale(daemon: Daemon, keep: set[str]) -> None:
         store.put(KV_KEY, sorted(keep))
 
 
-def attach(daemon: Daemon) -> HomeAssistantDiscovery | None:
+def attach(runtime: Runtime) -> HomeAssistantDiscovery | None:
     """Publish discovery when ``mqtt.homeassistant`` is on (else delete what an earlier
-    run published). Call once per ``_run_once`` after the scheduler exists and before
-    the publisher runs."""
-    assert daemon.publisher is not None
-    if not daemon.cfg.mqtt.homeassistant:
-        clear_stale(daemon, set())
+    run published). Call once per run, before the publisher runs."""
+    if not runtime.mqtt.homeassistant:
+        clear_stale(runtime, set())
         return None
-    ha = HomeAssistantDiscovery(daemon)
-    clear_stale(daemon, {m.topic for m in _all_configured(daemon)})
+    ha = HomeAssistantDiscovery(runtime)
+    clear_stale(runtime, {m.topic for m in _all_configured(runtime)})
     ha.refresh()
-    daemon.publisher.subscribe(f"{ha.discovery_prefix}/status", ha.on_ha_status)
-    daemon.scheduler.add_job(
+    runtime.publisher.subscribe(f"{ha.discovery_prefix}/status", ha.on_ha_status)
+    runtime.scheduler.add_job(
         ha.tick,
         "interval",
         seconds=REFRESH_SECONDS,
@@ -344,16 +332,19 @@ def attach(daemon: Daemon) -> HomeAssistantDiscovery | None:
     return ha
 
 
-def _all_configured(daemon: Daemon) -> list[DiscoveryMessage]:
+def _layers(runtime: Runtime) -> list[DiscoveryLayer]:
+    return [DiscoveryLayer(x.name, x.level, x.description) for x in runtime.layers]
+
+
+def _all_configured(runtime: Runtime) -> list[DiscoveryMessage]:
     # Every config the current config file can produce (units do not change topics).
-    assert daemon.pipeline is not None
     return discovery_messages(
-        topic_prefix=daemon.cfg.mqtt.topic_prefix,
+        topic_prefix=runtime.mqtt.topic_prefix,
         pools=[
             DiscoveryPool(p.chain, p.address, info.name, p.kind)
-            for p, info in zip(daemon.cfg.pools, daemon.pipeline.pools, strict=True)
+            for p, info in zip(runtime.pools, runtime.pipeline.pools(), strict=True)
         ],
-        layers=[DiscoveryLayer(x.name, x.level, x.description) for x in daemon.cfg.layers],
+        layers=_layers(runtime),
         version=__version__,
-        discovery_prefix=daemon.cfg.mqtt.homeassistant_prefix,
+        discovery_prefix=runtime.mqtt.homeassistant_prefix,
     )

@@ -1,5 +1,7 @@
 """The optional HTTP endpoint (``[http]``): Prometheus ``/metrics``, ``/healthz``, and the
-live dashboard (static files under ``daemon/web``) with its broker settings in ``/config.json``.
+live dashboard (static files under ``daemon/service/web``) with its broker settings in
+``/config.json``. It sees the daemon only through the run's
+:class:`~daemon.service.runtime.Runtime`.
 
 Guarantees: bound to the configured address only (loopback by default); read-only;
 nothing secret is served (the dashboard gets the broker's WebSocket URL and topic
@@ -10,14 +12,11 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from daemon.config import HttpConfig
-
-if TYPE_CHECKING:
-    from daemon.service.daemon import Daemon
+from daemon.service.runtime import Runtime
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -28,19 +27,21 @@ _CONTENT_TYPES = {
 }
 
 
-async def start_http(cfg: HttpConfig, daemon: Daemon) -> tuple[web.AppRunner, int]:
+async def start_http(cfg: HttpConfig, runtime: Runtime) -> tuple[web.AppRunner, int]:
+    """Serve ``cfg`` for this run; returns the runner (``cleanup()`` it) and the bound port."""
     app = web.Application()
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
-            body=daemon.metrics.render(), content_type="text/plain", charset="utf-8"
+            body=runtime.metrics.render(), content_type="text/plain", charset="utf-8"
         )
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(body=daemon.dumps_health(), content_type="application/json")
+        body = json.dumps(runtime.health()).encode()
+        return web.Response(body=body, content_type="application/json")
 
     async def dashboard_config(_: web.Request) -> web.Response:
-        mqtt = daemon.cfg.mqtt
+        mqtt = runtime.mqtt
         ws = cfg.broker_ws_url or f"ws://{mqtt.host}:9001"
         body = {"broker_ws_url": ws, "topic_prefix": mqtt.topic_prefix}
         return web.Response(body=json.dumps(body).encode(), content_type="application/json")

@@ -4,8 +4,8 @@ Commands arrive as JSON on ``{prefix}/cmd/silence`` and ``{prefix}/cmd/ack``; ev
 command gets one reply on ``{prefix}/cmd/result``. The model (:class:`SilenceBook`) is
 pure: it reads no clock (``now``, unix seconds, is an argument), does no I/O, and its
 state round-trips through :meth:`SilenceBook.to_state` / :meth:`SilenceBook.from_state`
-(plain JSON values, kept in the daemon's SQLite kv). :func:`attach` wires it into a
-running :class:`~daemon.service.daemon.Daemon`.
+(plain JSON values, kept in the daemon's SQLite kv). :func:`attach` wires it into one
+run of the daemon, through the :class:`~daemon.service.runtime.Runtime` it is given.
 
 Guarantees:
 
@@ -60,7 +60,7 @@ from rules.durations import format_duration, iso_utc, parse_duration, parse_iso_
 if TYPE_CHECKING:
     import aiomqtt
 
-    from daemon.service.daemon import Daemon
+    from daemon.service.runtime import Runtime
 
 CommandKind = Literal["silence", "ack"]
 MatcherName = Literal["chain", "pool", "layer"]
@@ -848,16 +848,16 @@ EXPIRY_CHECK_SECONDS = 5
 
 class SilenceService:
     """The book inside a running daemon: command handlers, the alert filter used by
-    ``Daemon._emit``, the expiry job and the retained ``{prefix}/silences`` topic.
+    ``Run._emit``, the expiry job and the retained ``{prefix}/silences`` topic.
 
     Everything runs on the daemon's event loop (the expiry job is a coroutine, so
     APScheduler's asyncio executor runs it there, not in a thread).
     """
 
-    def __init__(self, daemon: Daemon, book: SilenceBook) -> None:
-        self.daemon = daemon
+    def __init__(self, runtime: Runtime, book: SilenceBook) -> None:
+        self.runtime = runtime
         self.book = book
-        self.prefix = daemon.cfg.mqtt.topic_prefix
+        self.prefix = runtime.mqtt.topic_prefix
 
     @staticmethod
     def now() -> int:
@@ -878,10 +878,8 @@ class SilenceService:
         return list(result.publish)
 
     def _commit(self, released: Sequence[Held], withheld: Sequence[Withheld], now: int) -> None:
-        store, publisher = self.daemon.store, self.daemon.publisher
-        assert store is not None
-        assert publisher is not None
-        qos = self.daemon.cfg.mqtt.qos
+        store, publisher = self.runtime.store, self.runtime.publisher
+        qos = self.runtime.mqtt.qos
         queued = [
             QueuedAlert(
                 h.id,
@@ -898,7 +896,7 @@ class SilenceService:
         ]
         store.commit(queued, journal=journal, kv=[(KV_KEY, self.book.to_state())])
         for w in withheld:
-            self.daemon.metrics.alerts_suppressed.labels(layer=w.alert.layer, why=w.why).inc()
+            self.runtime.metrics.alerts_suppressed.labels(layer=w.alert.layer, why=w.why).inc()
             log.info(
                 "alert withheld",
                 why=w.why,
@@ -922,8 +920,7 @@ class SilenceService:
         self.retain(now)
 
     def retain(self, now: int) -> None:
-        assert self.daemon.publisher is not None
-        self.daemon.publisher.retain("silences", self.book.retained_payload(now))
+        self.runtime.publisher.retain("silences", self.book.retained_payload(now))
 
     async def tick(self) -> None:
         """The expiry job: forget ended silences, release what they withheld."""
@@ -940,8 +937,6 @@ class SilenceService:
         await self._command("ack", message)
 
     async def _command(self, kind: CommandKind, message: aiomqtt.Message) -> None:
-        publisher = self.daemon.publisher
-        assert publisher is not None
         now = self.now()
         raw = message.payload
         payload = bytes(raw) if isinstance(raw, bytes | bytearray) else str(raw or "").encode()
@@ -975,32 +970,27 @@ class SilenceService:
                 errors=outcome.reply.get("errors"),
             )
         body = json.dumps(outcome.reply, separators=(",", ":")).encode()
-        await publisher.publish_now(f"{self.prefix}/cmd/result", body)
+        await self.runtime.publisher.publish_now(f"{self.prefix}/cmd/result", body)
 
 
-def attach(daemon: Daemon) -> SilenceService:
-    """Restore the book from the daemon's store, subscribe the command topics (unless
+def attach(runtime: Runtime) -> SilenceService:
+    """Restore the book from the run's store, subscribe the command topics (unless
     ``mqtt.commands = false``), schedule the expiry job and retain ``{prefix}/silences``.
-    Call once per ``_run_once``, after the publisher, store, pipeline and scheduler exist
-    and before the publisher runs."""
-    store, publisher, pipeline = daemon.store, daemon.publisher, daemon.pipeline
-    assert store is not None
-    assert publisher is not None
-    assert pipeline is not None
+    Call once per run, before the publisher runs."""
     book = SilenceBook()
-    saved = store.get(KV_KEY)
+    saved = runtime.store.get(KV_KEY)
     if saved is not None:
         try:
             book = SilenceBook.from_state(saved)
         except ValueError as exc:
             log.warning("silences not restored, starting with none", reason=str(exc))
-    service = SilenceService(daemon, book)
-    book.observe_layers(pipeline.layer_statuses())
-    prefix = daemon.cfg.mqtt.topic_prefix
-    if daemon.cfg.mqtt.commands:
-        publisher.subscribe(f"{prefix}/cmd/silence", service.on_silence)
-        publisher.subscribe(f"{prefix}/cmd/ack", service.on_ack)
-    daemon.scheduler.add_job(
+    service = SilenceService(runtime, book)
+    book.observe_layers(runtime.pipeline.layer_statuses())
+    prefix = runtime.mqtt.topic_prefix
+    if runtime.mqtt.commands:
+        runtime.publisher.subscribe(f"{prefix}/cmd/silence", service.on_silence)
+        runtime.publisher.subscribe(f"{prefix}/cmd/ack", service.on_ack)
+    runtime.scheduler.add_job(
         service.tick,
         "interval",
         seconds=EXPIRY_CHECK_SECONDS,
