@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
@@ -30,7 +31,7 @@ from rules.hedge.advice import HedgeSpec, Position
 from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
-from tests.alert_schema import alert_errors, schema
+from tests.alert_schema import SCHEMA_PATH, alert_errors, schema
 
 T0 = 1_700_000_040  # a minute boundary
 CONFIGURED = PoolId("devchain", "0x88e6A0c2dDD26FEEb64F039a2c41296FcB3f5640")
@@ -118,6 +119,18 @@ def test_the_schema_is_valid_draft_2020_12_and_names_the_code_s_features() -> No
     assert values["required"] == list(ALERT_VALUE_NAMES)
     # A feature added to the engine must be added to the schema (and the reverse).
     assert values["propertyNames"]["enum"] == list(FEATURE_NAMES)
+
+
+def test_the_documented_alert_examples_validate() -> None:
+    """The examples a reader copies from (README, docs/mqtt.md) are real payloads."""
+    root = SCHEMA_PATH.parent.parent.parent
+    found = 0
+    for doc in (root / "README.md", root / "docs" / "mqtt.md"):
+        for block in re.findall(r"```json\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
+            if '"schema": "alvh.alert.v1"' in block:
+                assert alert_errors(json.loads(block)) == [], doc
+                found += 1
+    assert found == 2
 
 
 def test_every_kind_of_pipeline_alert_validates() -> None:
