@@ -41,7 +41,7 @@ from rules.hedge.options import black_scholes
 from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
-from tests.alert_schema import check_alert
+from tests.alert_schema import alert_errors
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "alvh.toml"
@@ -482,7 +482,7 @@ def test_every_format_backtests_through_the_cli(
         assert entry["pool"] == pool
     assert entry["rows"] == report["steps"] > 100
     for payload in read_alerts(out):
-        assert check_alert(payload) == []
+        assert alert_errors(payload) == []
         assert payload["pool"] == entry["pool"]
     assert not (out / "chart.png").exists()
 
@@ -525,7 +525,7 @@ def test_black_thursday_l1_and_l2_fire_before_the_low_and_resolve_after(
     assert utc(2020, 3, 13) <= t_low < utc(2020, 3, 14)  # the low of 2020-03-13
     alerts = read_alerts(black_thursday)
     for payload in alerts:
-        assert check_alert(payload) == []
+        assert alert_errors(payload) == []
 
     def stamp(text: str) -> int:
         return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from daemon.config import parse_config
+from tests.alert_schema import alert_errors
 from tests.daemon_proc import DaemonProcess
 from tests.plugins.broker import AclRule, Broker, BrokerFactory, Message, Subscriber
 from tests.plugins.chain import DemoChain
@@ -98,6 +99,8 @@ def test_broker_outage_loses_nothing_and_keeps_order(
         assert daemon.stop() == 0
     sub.stop()
     payloads = alert_payloads(got)
+    for payload in payloads:
+        assert alert_errors(payload) == [], payload
     received_ids = [p["id"] for p in payloads]
     produced_ids = [e["id"] for e in produced]
     assert len(produced_ids) >= 500
@@ -151,6 +154,8 @@ def test_kill_9_loses_nothing_and_fires_nothing_twice(
             daemon.kill()
         sub.stop()
     payloads = alert_payloads(got)
+    for payload in payloads:
+        assert alert_errors(payload) == [], payload
     # every block after the first zigzag step flips every pool: one event per pool per block
     keys = [(p["pool"], p["layer"], p["event"], p["block"]) for p in payloads]
     ids = [p["id"] for p in payloads]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.alert_schema import check_alert
+from tests.alert_schema import alert_errors
 from tests.daemon_proc import DaemonProcess
 from tests.plugins.broker import Broker, Message, Subscriber
 from tests.plugins.chain import DemoChain
@@ -91,8 +91,13 @@ def test_crash_fires_and_recovery_resolves(
     )
     sub.stop()
 
+    # Every alert the subscriber got validates, not only those looked at below.
+    received = [m.json() for m in got if m.topic.startswith("alvh/alerts/")]
+    assert len(received) >= 4
+    for payload in received:
+        assert alert_errors(payload) == [], payload
     fired = alerts(got, "firing", "L1")[0]
-    assert check_alert(fired) == []
+    assert alert_errors(fired) == []
     assert fired["pool"] == devchain.market.v3_500.address
     assert fired["chain_id"] == devchain.market.chain_id
     values = fired["values"]
@@ -102,13 +107,13 @@ def test_crash_fires_and_recovery_resolves(
     assert abs(values["price"] / crash - 1) < 1e-6
     assert str(fired["reason"]).startswith("abs(move_sigma)=")
     resolved = alerts(got, "resolved", "L1")[0]
-    assert check_alert(resolved) == []
+    assert alert_errors(resolved) == []
     assert resolved["since"] == fired["since"]
     assert resolved["id"] != fired["id"]
 
     # The L2 collar, recomputed independently from the payload's own inputs.
     l2 = alerts(got, "firing", "L2")[0]
-    assert check_alert(l2) == []
+    assert alert_errors(l2) == []
     hedge = l2["hedge"]
     assert isinstance(hedge, dict)
     v2 = l2["values"]
