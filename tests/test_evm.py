@@ -159,7 +159,7 @@ def whitepaper_tick_tvl(
     sp = min(max(sqrt_price_x96 / Q96, sa), sb)
     amount0 = liquidity * (sb - sp) / (sp * sb) / 10**m.decimals0
     amount1 = liquidity * (sp - sa) / 10**m.decimals1
-    return m.value_in_quote(amount0, amount1, price)
+    return amount0 + amount1 * price if m.quote_is_token0 else amount1 + amount0 * price
 
 
 @settings(max_examples=300)
@@ -183,12 +183,12 @@ def test_tick_tvl_uses_the_contract_integers_and_agrees_with_the_whitepaper(
     amount0, amount1 = amounts_for_liquidity(
         liquidity, sqrt_price_x96, sqrt_ratio_at_tick(lower), sqrt_ratio_at_tick(upper)
     )
-    assert got == m.value_in_quote(amount0 / 10**m.decimals0, amount1 / 10**m.decimals1, price)
+    assert got == m.token_pair.value_in_quote(amount0, amount1, price)
     # The integers round each amount down by less than one raw unit; and TickMath's Q96
     # sqrt ratios are integers: near MIN_TICK a range's width is only ~1e5 units of
     # 2^-96, so the contract's amounts differ from exact 1.0001^(tick/2) by a relative
     # few units of that width (2.5e-6 at tick -886892, spacing 1).
-    one_unit_each = m.value_in_quote(1 / 10**m.decimals0, 1 / 10**m.decimals1, price)
+    one_unit_each = m.token_pair.value_in_quote(1, 1, price)
     width = sqrt_ratio_at_tick(upper) - sqrt_ratio_at_tick(lower)
     assert got == pytest.approx(
         whitepaper_tick_tvl(m, sqrt_price_x96, tick, liquidity, price),
@@ -212,7 +212,7 @@ def test_tick_tvl_range_is_the_floor_of_the_tick(tick: int, spacing: int, lower:
         sqrt_ratio_at_tick(lower),
         sqrt_ratio_at_tick(lower + spacing),
     )
-    expected = m.value_in_quote(a0 / 1e6, a1 / 1e18, price)
+    expected = m.token_pair.value_in_quote(a0, a1, price)
     assert tick_tvl_v3(m, sqrt_price_x96, tick, liquidity, price) == expected
 
 
@@ -486,7 +486,7 @@ class Truth:
             )
             expected = whitepaper_tick_tvl(m, slot0[0], slot0[1], liquidity, float(price))
             # The contracts' integers round each amount down by less than one raw unit.
-            one_unit_each = m.value_in_quote(1 / 10**d0, 1 / 10**d1, float(price))
+            one_unit_each = m.token_pair.value_in_quote(1, 1, float(price))
             assert sample.tick_tvl == pytest.approx(expected, rel=1e-9, abs=one_unit_each)
             assert 0 < sample.tick_tvl < sample.tvl
         else:

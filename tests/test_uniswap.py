@@ -231,6 +231,7 @@ def test_usdc_weth_orientation() -> None:
     assert lo == pair.price_at_tick(tick + 600)
     assert hi == pytest.approx(2000.0 * 1.0001**600, rel=1e-4)
     assert pair.amounts_to_human(2_000_000, 10**18) == (1.0, 2.0)
+    assert pair.value_in_quote(2_000_000, 10**18, 2000.0) == 2002.0  # 1 WETH + 2 USDC
     # V2 reserves of 2,000,000 USDC and 1,000 WETH: 2000 USDC per WETH.
     assert pair.price_from_reserves(2_000_000 * 10**6, 1_000 * 10**18) == 2000.0
     with pytest.raises(ValueError, match="tick_lower"):

@@ -168,12 +168,6 @@ class PoolMeta:
     def base_decimals(self) -> int:
         return self.decimals1 if self.quote_is_token0 else self.decimals0
 
-    def value_in_quote(self, amount0: float, amount1: float, price: float) -> float:
-        """Human token amounts -> value in quote units at ``price`` (quote per base)."""
-        if self.quote_is_token0:
-            return amount0 + amount1 * price
-        return amount1 + amount0 * price
-
 
 @dataclass(frozen=True, slots=True)
 class SwapEvent:
@@ -429,7 +423,7 @@ def tick_tvl_v3(
     amount0, amount1 = amounts_for_liquidity(
         liquidity, sqrt_price_x96, _sqrt_at_tick(lower), _sqrt_at_tick(upper)
     )
-    return meta.value_in_quote(amount0 / 10**meta.decimals0, amount1 / 10**meta.decimals1, price)
+    return meta.token_pair.value_in_quote(amount0, amount1, price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -992,19 +986,17 @@ class EvmChain:
                 raise DataError("pool is not initialised (sqrtPriceX96 = 0)")
             if liquidity == 0:
                 raise DataError("no active liquidity")
-            balance0 = _uint(self._ok(chunk[2]), 0) / 10**meta.decimals0
-            balance1 = _uint(self._ok(chunk[3]), 0) / 10**meta.decimals1
+            balance0 = _uint(self._ok(chunk[2]), 0)
+            balance1 = _uint(self._ok(chunk[3]), 0)
             price = meta.token_pair.price_from_sqrt_price_x96(sqrt_price_x96)
-            tvl = meta.value_in_quote(balance0, balance1, price)
+            tvl = meta.token_pair.value_in_quote(balance0, balance1, price)
             return price, tvl, tick_tvl_v3(meta, sqrt_price_x96, tick, liquidity, price)
         data = self._ok(chunk[0])
         reserve0, reserve1 = _uint(data, 0), _uint(data, 32)
         if reserve0 == 0 or reserve1 == 0:
             raise DataError("no liquidity (a reserve is 0)")
         price = meta.token_pair.price_from_reserves(reserve0, reserve1)
-        tvl = meta.value_in_quote(
-            reserve0 / 10**meta.decimals0, reserve1 / 10**meta.decimals1, price
-        )
+        tvl = meta.token_pair.value_in_quote(reserve0, reserve1, price)
         return price, tvl, math.nan
 
     # -- logs -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ Sources: Uniswap V3 whitepaper (Adams et al., 2021) section 6.1-6.2 (``p = y / x
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
 
@@ -57,6 +57,10 @@ class TokenPair:
     decimals0: int
     decimals1: int
     quote_is_token0: bool
+    # Human token1 per token0 = raw * 10**(decimals0 - decimals1): the power of ten goes
+    # on the side that keeps both integers (derived once; the other factor is 1).
+    _scale1: int = field(init=False, repr=False, compare=False)
+    _scale0: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, decimals in (("decimals0", self.decimals0), ("decimals1", self.decimals1)):
@@ -66,6 +70,9 @@ class TokenPair:
                 or not 0 <= decimals <= 77
             ):
                 raise ValidationError(f"TokenPair.{name} must be in [0, 77], got {decimals!r}")
+        shift = self.decimals0 - self.decimals1
+        object.__setattr__(self, "_scale1", 10 ** max(shift, 0))
+        object.__setattr__(self, "_scale0", 10 ** max(-shift, 0))
 
     @classmethod
     def of(cls, *, base_is_token0: bool, decimals0: int, decimals1: int) -> TokenPair:
@@ -76,16 +83,9 @@ class TokenPair:
 
     def _human(self, token1_raw: int, token0_raw: int) -> float:
         """Human price of a raw ratio ``token1_raw / token0_raw``, rounded once."""
-        # human token1 per token0 = raw * 10**(decimals0 - decimals1); scale the
-        # integer side that keeps it an integer, invert for a token0 quote.
-        shift = self.decimals0 - self.decimals1
-        if shift >= 0:
-            token1_raw *= 10**shift
-        else:
-            token0_raw *= 10**-shift
-        if self.quote_is_token0:
-            return token0_raw / token1_raw
-        return token1_raw / token0_raw
+        token1 = token1_raw * self._scale1
+        token0 = token0_raw * self._scale0
+        return token0 / token1 if self.quote_is_token0 else token1 / token0
 
     def raw_price(self, price: float) -> Fraction:
         """Pool raw price (token1 raw per token0 raw) for a human price, exactly."""
@@ -194,3 +194,8 @@ class TokenPair:
         human0 = amount0_raw / 10**self.decimals0
         human1 = amount1_raw / 10**self.decimals1
         return (human1, human0) if self.quote_is_token0 else (human0, human1)
+
+    def value_in_quote(self, amount0_raw: int, amount1_raw: int, price: float) -> float:
+        """Raw token0/token1 amounts valued in quote at ``price`` (quote per base)."""
+        base, quote = self.amounts_to_human(amount0_raw, amount1_raw)
+        return base * price + quote
