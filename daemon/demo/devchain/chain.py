@@ -784,9 +784,9 @@ class DevChain:
         reserve0, reserve1 = self._reserves(pair)
         if reserve0 == 0 or reserve1 == 0:
             raise DevChainError(f"{pair.name} has no liquidity")
-        raw = Fraction(reserve1, reserve0)
-        price = raw * Fraction(10) ** (pair.token0.decimals - pair.token1.decimals)
-        return V2PairState(reserve0, reserve1, float(price if pair.base_is_token0 else 1 / price))
+        return V2PairState(
+            reserve0, reserve1, pair.token_pair.price_from_reserves(reserve0, reserve1)
+        )
 
     def _reserves(self, pair: V2Pair) -> tuple[int, int]:
         out = self.call(
