@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon.demo.devchain import Anvil, DevChain, deploy_demo_market
 from daemon.demo.devchain.artifacts import load_artifact
-from daemon.demo.devchain.uniswap_math import sqrt_price_x96_from_price
 
 GENESIS = 1_700_000_000
 SEED = 7
@@ -114,12 +113,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for price in path[:n]:
             clock += 12
-            target = sqrt_price_x96_from_price(
-                price,
-                base_is_token0=pool.base_is_token0,
-                decimals0=pool.token0.decimals,
-                decimals1=pool.token1.decimals,
-            )
+            target = pool.token_pair.sqrt_price_x96(price)
             current = router.w3.eth.call(
                 {"to": pool.address, "data": "0x3850c7bd"}  # type: ignore[typeddict-item]
             )

@@ -32,14 +32,14 @@ from itertools import combinations
 
 from daemon.demo.devchain import DevChain, Token, V2Pair, V3Pool
 from daemon.demo.devchain.artifacts import load_artifact
-from daemon.demo.devchain.uniswap_math import (
-    amounts_per_liquidity,
+from rules.uniswap import (
+    Q96,
+    TokenPair,
+    amounts_for_liquidity,
+    amounts_from_liquidity,
     full_range_ticks,
-    range_ticks,
-    sqrt_price_x96_from_price,
+    sqrt_ratio_at_tick,
 )
-from rules.hedge.lp import amounts_for_liquidity
-from rules.uniswap import Q96, sqrt_ratio_at_tick
 
 #: Block gas limit the farm needs: each stage is one block of many transactions.
 FARM_GAS_LIMIT = 50_000_000_000
@@ -139,12 +139,9 @@ def deploy_pool_farm(chain: DevChain, n_v3: int = 50, n_v2: int = 10, *, seed: i
     with chain.block():
         for base, quote, fee, _ in v3_specs:
             t0, t1 = sorted((base, quote), key=lambda t: int(t.address, 16))
-            sqrt_p = sqrt_price_x96_from_price(
-                price(base, quote),
-                base_is_token0=base == t0,
-                decimals0=t0.decimals,
-                decimals1=t1.decimals,
-            )
+            sqrt_p = TokenPair.of(
+                base_is_token0=base == t0, decimals0=t0.decimals, decimals1=t1.decimals
+            ).sqrt_price_x96(price(base, quote))
             chain.send(
                 uni.position_manager,
                 npm_abi.encode_call(
@@ -186,16 +183,7 @@ def deploy_pool_farm(chain: DevChain, n_v3: int = 50, n_v2: int = 10, *, seed: i
             pool_value = math.exp(rng.uniform(math.log(1e5), math.log(1e7)))
             ranges = [full_range_ticks(pool.tick_spacing)]
             if n % 3 == 0:
-                ranges.append(
-                    range_ticks(
-                        p * 0.9,
-                        p * 1.1,
-                        base_is_token0=pool.base_is_token0,
-                        decimals0=pool.token0.decimals,
-                        decimals1=pool.token1.decimals,
-                        tick_spacing=pool.tick_spacing,
-                    )
-                )
+                ranges.append(pool.token_pair.range_ticks(p * 0.9, p * 1.1, pool.tick_spacing))
             for lower, upper in ranges:
                 amount0, amount1 = _mint_amounts(pool, p, pool_value / len(ranges), lower, upper)
                 params = (
@@ -243,15 +231,10 @@ def _mint_amounts(
 ) -> tuple[int, int]:
     """Desired amounts for a position worth about ``value`` quote units, a hair above
     what the pool charges so the position manager mints the liquidity sized here."""
-    sqrt_p = sqrt_price_x96_from_price(
-        price,
-        base_is_token0=pool.base_is_token0,
-        decimals0=pool.token0.decimals,
-        decimals1=pool.token1.decimals,
-    )
+    sqrt_p = pool.token_pair.sqrt_price_x96(price)
     sqrt_a, sqrt_b = sqrt_ratio_at_tick(tick_lower), sqrt_ratio_at_tick(tick_upper)
-    per_l0, per_l1 = amounts_per_liquidity(sqrt_p / Q96, sqrt_a / Q96, sqrt_b / Q96)
     raw_p = (sqrt_p / Q96) ** 2
+    per_l0, per_l1 = amounts_from_liquidity(1.0, raw_p, sqrt_a / Q96, sqrt_b / Q96)
     quote_raw = value * 10.0**pool.quote.decimals
     value_token1_raw = quote_raw if pool.base_is_token0 else quote_raw * raw_p
     liquidity = int(value_token1_raw / (per_l0 * raw_p + per_l1))

@@ -1,6 +1,7 @@
 """Tests of the dev chain harness (daemon.demo.devchain).
 
-The pure parts (price arithmetic, bytecode patching, handles) run without a node;
+The pure parts (bytecode patching, handles) run without a node (the Uniswap arithmetic
+the harness uses is tested in ``tests/test_uniswap.py``);
 everything else runs against a real anvil with the real compiled contracts and is
 marked ``integration``. Chain tests share one deployed demo market per module and
 revert to a snapshot after each test (the ``devchain`` fixture).
@@ -17,12 +18,9 @@ import sys
 import textwrap
 import time
 from decimal import Decimal
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from daemon.demo.devchain import (
     ANVIL_ENV,
@@ -45,15 +43,7 @@ from daemon.demo.devchain.artifacts import (
     load_artifact,
     multicall3_runtime,
 )
-from daemon.demo.devchain.uniswap_math import (
-    full_range_ticks,
-    price_from_sqrt_price_x96,
-    range_ticks,
-    sqrt_price_x96_from_price,
-    tick_from_price,
-    v2_amount_in_for_price,
-    v2_amount_out,
-)
+from rules.uniswap import v2_amount_out
 from tests.plugins.chain import BLOCK_INTERVAL, GENESIS_TIMESTAMP, DemoChain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,94 +73,6 @@ def _wait_gone(pid: int, within: float = 10.0) -> bool:
 
 def _rel(a: float, b: float) -> float:
     return abs(a - b) / abs(b)
-
-
-# --- pure arithmetic ---------------------------------------------------------------
-
-prices = st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False)
-decimals = st.sampled_from([0, 6, 8, 18])
-
-
-@given(price=prices, base_is_token0=st.booleans(), d0=decimals, d1=decimals)
-def test_sqrt_price_round_trip(price: float, base_is_token0: bool, d0: int, d1: int) -> None:
-    sqrt_price_x96 = sqrt_price_x96_from_price(
-        price, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1
-    )
-    back = price_from_sqrt_price_x96(
-        sqrt_price_x96, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1
-    )
-    assert _rel(back, price) < 1e-12
-
-
-def test_sqrt_price_is_the_floor_of_the_exact_root() -> None:
-    # 3000 USDC(6) per WETH(18), WETH token0: raw price 3000e-12.
-    got = sqrt_price_x96_from_price(3000.0, base_is_token0=True, decimals0=18, decimals1=6)
-    exact = Fraction(3000) * Fraction(1, 10**12) * (1 << 192)
-    assert got**2 <= exact < (got + 1) ** 2
-
-
-@pytest.mark.parametrize(
-    ("price", "base_is_token0", "d0", "d1", "tick"),
-    [
-        (1.0, True, 18, 18, 0),
-        (1.0001, True, 18, 18, 1),  # exactly on a tick boundary: either side is fine
-        (0.5, True, 18, 18, -6932),
-        (3000.0, True, 18, 6, -196257),  # WETH token0, USDC token1
-        (3000.0, False, 6, 18, 196256),  # USDC token0, WETH token1: inverted price
-    ],
-)
-def test_tick_from_price_table(
-    price: float, base_is_token0: bool, d0: int, d1: int, tick: int
-) -> None:
-    got = tick_from_price(price, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1)
-    assert abs(got - tick) <= 1
-
-
-@pytest.mark.parametrize("base_is_token0", [True, False])
-@pytest.mark.parametrize("spacing", [1, 10, 60, 200])
-def test_range_ticks_cover_the_range_and_align(base_is_token0: bool, spacing: int) -> None:
-    d0, d1 = (18, 6) if base_is_token0 else (6, 18)
-    lower, upper = range_ticks(
-        2700.0, 3300.0, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1,
-        tick_spacing=spacing,
-    )  # fmt: skip
-    assert lower < upper
-    assert lower % spacing == 0
-    assert upper % spacing == 0
-    inner = sorted(
-        tick_from_price(p, base_is_token0=base_is_token0, decimals0=d0, decimals1=d1)
-        for p in (2700.0, 3300.0)
-    )
-    assert lower <= inner[0]
-    assert upper >= inner[1]
-
-
-def test_full_range_ticks_are_inside_the_tick_bounds() -> None:
-    assert full_range_ticks(10) == (-887270, 887270)
-    assert full_range_ticks(60) == (-887220, 887220)
-    assert full_range_ticks(200) == (-887200, 887200)
-
-
-@settings(max_examples=200)
-@given(
-    reserve_in=st.integers(min_value=10**9, max_value=10**30),
-    reserve_out=st.integers(min_value=10**9, max_value=10**30),
-    drop=st.floats(min_value=1e-6, max_value=0.9),
-)
-def test_v2_amount_in_lands_on_the_target(reserve_in: int, reserve_out: int, drop: float) -> None:
-    target = Fraction(reserve_out, reserve_in) * (1 - Fraction(drop))
-    amount = v2_amount_in_for_price(reserve_in, reserve_out, target)
-    out = v2_amount_out(amount, reserve_in, reserve_out)
-    ratio = Fraction(reserve_out - out, reserve_in + amount)
-    # Integer amounts: one unit of either reserve is the resolution of the landing.
-    assert abs(ratio / target - 1) <= Fraction(4, reserve_in) + Fraction(4, reserve_out)
-
-
-def test_v2_amount_out_matches_the_pair_formula() -> None:
-    # 1 in, reserves 1000/1000: 997*1000 / (1000*1000 + 997) floored.
-    assert v2_amount_out(1_000, 1_000_000, 1_000_000) == 996
-    with pytest.raises(ValueError, match="positive"):
-        v2_amount_out(0, 1, 1)
 
 
 # --- artifacts -------------------------------------------------------------------
@@ -386,13 +288,8 @@ def test_demo_pools_start_at_the_chosen_price(devchain: DemoChain) -> None:
     for pool in (market.v3_500, market.v3_3000):
         state = chain.pool_state(pool)
         assert _rel(state.price, market.eth_price) < 1e-12
-        expected_tick = tick_from_price(
-            market.eth_price,
-            base_is_token0=pool.base_is_token0,
-            decimals0=pool.token0.decimals,
-            decimals1=pool.token1.decimals,
-        )
-        assert abs(state.tick - expected_tick) <= 1
+        # initialize() sets slot0.tick = getTickAtSqrtRatio(sqrtPriceX96): exactly ours.
+        assert state.tick == pool.token_pair.tick(market.eth_price)
     assert _rel(chain.pair_state(market.v2).price, market.eth_price) < 1e-12
     assert market.weth.decimals == 18
     assert market.usdc.decimals == 6
@@ -421,13 +318,8 @@ def test_full_range_and_concentrated_liquidity_are_minted(devchain: DemoChain) -
     assert full.full_range
     assert not concentrated.full_range
     assert full.pool == concentrated.pool == market.v3_500
-    low = tick_from_price(market.eth_price * 0.9, base_is_token0=True, decimals0=18, decimals1=6)
-    high = tick_from_price(market.eth_price * 1.1, base_is_token0=True, decimals0=18, decimals1=6)
-    if not market.v3_500.base_is_token0:
-        low, high = (
-            tick_from_price(market.eth_price * p, base_is_token0=False, decimals0=6, decimals1=18)
-            for p in (1.1, 0.9)
-        )
+    pair = market.v3_500.token_pair
+    low, high = sorted(pair.tick(market.eth_price * p) for p in (0.9, 1.1))
     assert concentrated.tick_lower <= low
     assert concentrated.tick_upper >= high
     # Both positions are in range, so the pool's active liquidity is their sum.
@@ -473,19 +365,9 @@ def test_swap_to_price_reaches_the_target(devchain: DemoChain, pool_name: str, m
     assert _rel(chain.price(pool), target) < 1e-9
     if isinstance(pool, V3Pool):
         state = chain.pool_state(pool)
-        assert state.sqrt_price_x96 == sqrt_price_x96_from_price(
-            target,
-            base_is_token0=pool.base_is_token0,
-            decimals0=pool.token0.decimals,
-            decimals1=pool.token1.decimals,
-        )
-        expected_tick = tick_from_price(
-            target,
-            base_is_token0=pool.base_is_token0,
-            decimals0=pool.token0.decimals,
-            decimals1=pool.token1.decimals,
-        )
-        assert abs(state.tick - expected_tick) <= 1
+        assert state.sqrt_price_x96 == pool.token_pair.sqrt_price_x96(target)
+        # The swap stops inside a tick range, where slot0.tick is getTickAtSqrtRatio.
+        assert state.tick == pool.token_pair.tick(target)
 
 
 @integration

@@ -43,11 +43,10 @@ from daemon.demo.devchain import MULTICALL3_ADDRESS, Anvil, DevChain, V2Pair, V3
 from daemon.demo.devchain.artifacts import load_artifact
 from rules.expr import parse
 from rules.features.engine import FeatureParams
-from rules.hedge.lp import amounts_for_liquidity
 from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId, PoolSample
-from rules.uniswap import MAX_TICK, MIN_TICK, Q96, sqrt_ratio_at_tick
+from rules.uniswap import MAX_TICK, MIN_TICK, Q96, amounts_for_liquidity, sqrt_ratio_at_tick
 from tests.many_pools import (
     FARM_GAS_LIMIT,
     PoolFarm,
@@ -149,32 +148,18 @@ def exact_price(m: PoolMeta, sqrt_price_x96: int) -> Fraction:
     return 1 / token1_per_token0 if m.quote_is_token0 else token1_per_token0
 
 
-@given(
-    sqrt_price_x96=st.integers(2**80, 2**120),
-    decimals0=st.integers(0, 24),
-    decimals1=st.integers(0, 24),
-    quote_is_token0=st.booleans(),
-)
-def test_price_from_sqrt_is_the_exact_price_to_float_precision(
-    sqrt_price_x96: int, decimals0: int, decimals1: int, quote_is_token0: bool
-) -> None:
-    m = meta(decimals0=decimals0, decimals1=decimals1, quote_is_token0=quote_is_token0)
-    exact = exact_price(m, sqrt_price_x96)
-    assert m.price_from_sqrt(sqrt_price_x96) == pytest.approx(float(exact), rel=1e-14)
-
-
 def whitepaper_tick_tvl(
     m: PoolMeta, sqrt_price_x96: int, tick: int, liquidity: int, price: float
 ) -> float:
     """Whitepaper eqs. 6.29/6.30 in floats, with 1.0001 ** (tick / 2) from logarithms."""
-    lower = max(MIN_TICK, (tick // m.tick_spacing) * m.tick_spacing)
-    upper = min(MAX_TICK, lower + m.tick_spacing)
+    floor = (tick // m.tick_spacing) * m.tick_spacing
+    lower, upper = max(MIN_TICK, floor), min(MAX_TICK, floor + m.tick_spacing)
     sa = math.exp(lower * math.log(1.0001) / 2)
     sb = math.exp(upper * math.log(1.0001) / 2)
     sp = min(max(sqrt_price_x96 / Q96, sa), sb)
     amount0 = liquidity * (sb - sp) / (sp * sb) / 10**m.decimals0
     amount1 = liquidity * (sp - sa) / 10**m.decimals1
-    return m.value_in_quote(amount0, amount1, price)
+    return amount0 + amount1 * price if m.quote_is_token0 else amount1 + amount0 * price
 
 
 @settings(max_examples=300)
@@ -191,19 +176,19 @@ def test_tick_tvl_uses_the_contract_integers_and_agrees_with_the_whitepaper(
     m = meta(spacing=spacing, quote_is_token0=quote_is_token0)
     lo, hi = sqrt_ratio_at_tick(tick), sqrt_ratio_at_tick(tick + 1)
     sqrt_price_x96 = lo + int((hi - lo - 1) * within)
-    price = m.price_from_sqrt(sqrt_price_x96)
+    price = m.token_pair.price_from_sqrt_price_x96(sqrt_price_x96)
     got = tick_tvl_v3(m, sqrt_price_x96, tick, liquidity, price)
-    lower = max(MIN_TICK, (tick // spacing) * spacing)
-    upper = min(MAX_TICK, lower + spacing)
+    floor = (tick // spacing) * spacing
+    lower, upper = max(MIN_TICK, floor), min(MAX_TICK, floor + spacing)
     amount0, amount1 = amounts_for_liquidity(
         liquidity, sqrt_price_x96, sqrt_ratio_at_tick(lower), sqrt_ratio_at_tick(upper)
     )
-    assert got == m.value_in_quote(amount0 / 10**m.decimals0, amount1 / 10**m.decimals1, price)
+    assert got == m.token_pair.value_in_quote(amount0, amount1, price)
     # The integers round each amount down by less than one raw unit; and TickMath's Q96
     # sqrt ratios are integers: near MIN_TICK a range's width is only ~1e5 units of
     # 2^-96, so the contract's amounts differ from exact 1.0001^(tick/2) by a relative
     # few units of that width (2.5e-6 at tick -886892, spacing 1).
-    one_unit_each = m.value_in_quote(1 / 10**m.decimals0, 1 / 10**m.decimals1, price)
+    one_unit_each = m.token_pair.value_in_quote(1, 1, price)
     width = sqrt_ratio_at_tick(upper) - sqrt_ratio_at_tick(lower)
     assert got == pytest.approx(
         whitepaper_tick_tvl(m, sqrt_price_x96, tick, liquidity, price),
@@ -220,14 +205,14 @@ def test_tick_tvl_range_is_the_floor_of_the_tick(tick: int, spacing: int, lower:
     m = meta(spacing=spacing)
     sqrt_price_x96 = sqrt_ratio_at_tick(tick)
     liquidity = 10**18
-    price = m.price_from_sqrt(sqrt_price_x96)
+    price = m.token_pair.price_from_sqrt_price_x96(sqrt_price_x96)
     a0, a1 = amounts_for_liquidity(
         liquidity,
         sqrt_price_x96,
         sqrt_ratio_at_tick(lower),
         sqrt_ratio_at_tick(lower + spacing),
     )
-    expected = m.value_in_quote(a0 / 1e6, a1 / 1e18, price)
+    expected = m.token_pair.value_in_quote(a0, a1, price)
     assert tick_tvl_v3(m, sqrt_price_x96, tick, liquidity, price) == expected
 
 
@@ -336,7 +321,7 @@ def test_swap_decoder_reproduces_the_decoded_log_file(shared_data: Path) -> None
         assert record.volume_quote == float(Fraction(abs(int(row["amount0"])), 10**6))
         assert record.direction == (1 if int(row["amount1"]) < 0 else -1)
         exact = exact_price(m, int(row["sqrtPriceX96"]))
-        assert record.price_after == pytest.approx(float(exact), rel=1e-14)
+        assert record.price_after == float(exact)  # correctly rounded
         assert 1000 < record.price_after < 5000  # USDC per WETH in January 2024
     assert swaps == 6046
 
@@ -482,7 +467,8 @@ class Truth:
         price = 1 / token1_per_token0 if quote_is_token0 else token1_per_token0
         h0, h1 = Fraction(b0, 10**d0), Fraction(b1, 10**d1)
         tvl = h0 + h1 * price if quote_is_token0 else h1 + h0 * price
-        assert sample.price == pytest.approx(float(price), rel=1e-13), pool.name
+        # rules.uniswap rounds the exact rational price once: the same float.
+        assert sample.price == float(price), pool.name
         assert sample.tvl == pytest.approx(float(tvl), rel=1e-13), pool.name
         if isinstance(pool, V3Pool):
             m = PoolMeta(
@@ -500,7 +486,7 @@ class Truth:
             )
             expected = whitepaper_tick_tvl(m, slot0[0], slot0[1], liquidity, float(price))
             # The contracts' integers round each amount down by less than one raw unit.
-            one_unit_each = m.value_in_quote(1 / 10**d0, 1 / 10**d1, float(price))
+            one_unit_each = m.token_pair.value_in_quote(1, 1, float(price))
             assert sample.tick_tvl == pytest.approx(expected, rel=1e-9, abs=one_unit_each)
             assert 0 < sample.tick_tvl < sample.tvl
         else:

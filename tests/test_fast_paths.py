@@ -46,10 +46,11 @@ from rules.expr import MAX_DEPTH, MAX_LENGTH, Expr, parse, truths
 from rules.features.engine import FeatureParams
 from rules.hedge import lp as lp_module
 from rules.hedge.advice import FALLBACK_VOLATILITY, choose_volatility
-from rules.hedge.lp import Position, amounts_from_liquidity
+from rules.hedge.lp import Position
 from rules.layers.engine import LayerSpec
 from rules.pipeline import Pipeline, PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
+from rules.uniswap import amounts_from_liquidity
 from tests.test_expr import LEAF_NAMES, Tree, condition_trees, nesting, render, rows, snapshot_of
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "alvh.toml"

@@ -1,26 +1,17 @@
-"""LP position valuation: closed forms, whitepaper formulas, raw-unit integer math."""
+"""LP position valuation: closed forms, whitepaper formulas, and the raw-unit route."""
 
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from rules.hedge.lp import (
-    Position,
-    TokenPair,
-    amounts_for_liquidity,
-    break_even,
-    fee_share,
-    fees_over_horizon,
-    liquidity_for_amounts,
-)
+from rules.hedge.lp import Position, break_even, fee_share, fees_over_horizon
 from rules.types import ValidationError
-from rules.uniswap import Q96, sqrt_ratio_at_tick
+from rules.uniswap import TokenPair, amounts_for_liquidity
 
 prices = st.floats(min_value=1e-6, max_value=1e6)
 ratios = st.floats(min_value=1e-4, max_value=1e4)
@@ -419,91 +410,3 @@ def test_fee_share_and_fees() -> None:
     assert fees_over_horizon(0.003, math.nan, 7.0, 0.01) == 0.0
     with pytest.raises(ValueError, match="fee"):
         fees_over_horizon(1.5, 1e6, 7.0, 0.01)
-
-
-# -- raw units ------------------------------------------------------------------------
-
-
-def test_usdc_weth_orientation() -> None:
-    # USDC (6 decimals) is token0 and the quote; WETH (18) is token1 and the base.
-    pair = TokenPair(6, 18, quote_is_token0=True)
-    sqrt_price = pair.sqrt_price_x96(2000.0)
-    # raw price = WETH wei per USDC unit = (1/2000) * 1e12 = 5e8
-    assert sqrt_price == math.isqrt(5 * 10**8 * 2**192)
-    assert pair.price_from_sqrt_price_x96(sqrt_price) == 2000.0
-    tick = pair.tick(2000.0)
-    assert tick == math.floor(math.log(5e8) / math.log(1.0001))
-    assert sqrt_ratio_at_tick(tick) <= sqrt_price < sqrt_ratio_at_tick(tick + 1)
-    # a higher ETH price is a lower pool tick: the range flips
-    lo, hi = pair.range_from_ticks(tick - 600, tick + 600)
-    assert lo < 2000.0 < hi
-    assert lo == pair.price_at_tick(tick + 600)
-    assert hi == pytest.approx(2000.0 * 1.0001**600, rel=1e-4)
-    assert pair.amounts_to_human(2_000_000, 10**18) == (1.0, 2.0)
-    with pytest.raises(ValueError, match="tick_lower"):
-        pair.range_from_ticks(5, 5)
-
-
-def test_token_pair_rejects_bad_decimals() -> None:
-    with pytest.raises(ValidationError, match="decimals1"):
-        TokenPair(18, 78, quote_is_token0=False)
-
-
-@pytest.mark.parametrize(
-    "pair", [TokenPair(18, 6, False), TokenPair(6, 18, True), TokenPair(0, 0, False)]
-)
-@pytest.mark.parametrize("price", [1e-6, 0.37, 1.0, 2000.0, 65_432.1])
-def test_price_round_trips(pair: TokenPair, price: float) -> None:
-    assert pair.price_from_sqrt_price_x96(pair.sqrt_price_x96(price)) == (
-        pytest.approx(price, rel=1e-12)
-    )
-    assert pair.human_price(pair.raw_price(price)) == price
-
-
-def test_liquidity_raw_scale() -> None:
-    pair = TokenPair(6, 18, quote_is_token0=True)
-    assert pair.liquidity_to_raw(1.0) == 10**12
-    assert pair.liquidity_from_raw(10**12) == 1.0
-    odd = TokenPair(6, 7, quote_is_token0=False)  # sqrt(10**13) is irrational
-    assert odd.liquidity_to_raw(1.0) == math.isqrt(10**13)
-
-
-def test_amounts_for_liquidity_hand_computed() -> None:
-    # sqrt prices 1 (tick 0), 2 and 4 (as Q96); L = 1000 raw.
-    s1, s2, s4 = Q96, 2 * Q96, 4 * Q96
-    # in range at 2: amount0 = L (1/2 - 1/4) = 250, amount1 = L (2 - 1) = 1000
-    assert amounts_for_liquidity(1000, s2, s1, s4) == (250, 1000)
-    assert amounts_for_liquidity(1000, s1, s1, s4) == (750, 0)  # at lower: all token0
-    assert amounts_for_liquidity(1000, s4, s1, s4) == (0, 3000)  # at upper: all token1
-    # L = 1001 at 2: amount0 = 1001/4 = 250.25 -> 250 down, 251 up
-    assert amounts_for_liquidity(1001, s2, s1, s4) == (250, 1001)
-    assert amounts_for_liquidity(1001, s2, s1, s4, round_up=True) == (251, 1001)
-
-
-@given(
-    liquidity=st.integers(min_value=0, max_value=2**128 - 1),
-    ticks=st.lists(st.integers(min_value=-200_000, max_value=200_000), min_size=3, max_size=3),
-)
-def test_amounts_rounding_and_liquidity_for_amounts(liquidity: int, ticks: list[int]) -> None:
-    lower, current, upper = sorted(ticks)
-    assume(lower < upper)
-    sa, sp, sb = (sqrt_ratio_at_tick(t) for t in (lower, current, upper))
-    down = amounts_for_liquidity(liquidity, sp, sa, sb)
-    up = amounts_for_liquidity(liquidity, sp, sa, sb, round_up=True)
-    assert all(0 <= d <= u <= d + 1 for d, u in zip(down, up, strict=True))
-    # Exact rational amounts lie between the two roundings.
-    if sa < sp < sb:
-        exact0 = Fraction(liquidity * Q96) * (sb - sp) / (sb * sp)
-        exact1 = Fraction(liquidity * (sp - sa), Q96)
-        assert down[0] <= exact0 <= up[0]
-        assert down[1] <= exact1 <= up[1]
-    # Minting with the amounts it would need never asks for more than them.
-    try:
-        minted = liquidity_for_amounts(sp, sa, sb, up[0], up[1])
-    except ValueError:
-        return  # over uint128 for extreme inputs, as the contract's toUint128
-    # The periphery floors an intermediate product: it may mint a hair less than L.
-    assert minted >= liquidity - 1 - liquidity // 10**15
-    need = amounts_for_liquidity(minted, sp, sa, sb, round_up=True)
-    assert need[0] <= up[0]
-    assert need[1] <= up[1]

@@ -32,8 +32,14 @@ import pytest
 from daemon.demo.devchain import DevChain, PositionAmounts, Token, V3Pool, V3Position
 from daemon.demo.devchain.artifacts import load_artifact
 from daemon.demo.devchain.chain import GAS_V3_SWAP, MAX_EXACT_INPUT, NO_DEADLINE
-from rules.hedge.lp import Position, TokenPair, amounts_for_liquidity, liquidity_for_amounts
-from rules.uniswap import sqrt_ratio_at_tick, tick_at_sqrt_ratio
+from rules.hedge.lp import Position
+from rules.uniswap import (
+    TokenPair,
+    amounts_for_liquidity,
+    liquidity_for_amounts,
+    sqrt_ratio_at_tick,
+    tick_at_sqrt_ratio,
+)
 from tests.plugins.chain import DemoChain
 
 pytestmark = pytest.mark.integration

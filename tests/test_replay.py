@@ -25,8 +25,7 @@ from adapters.replay import (
     load,
     parse_time,
 )
-from rules.hedge.lp import amounts_for_liquidity
-from rules.uniswap import sqrt_ratio_at_tick
+from rules.uniswap import amounts_for_liquidity, sqrt_ratio_at_tick
 
 ETH_HOURLY = "cex_ohlcv/binance_spot_ETH_USDT-1h_2018-2021.csv"
 CRASH_DAYS = "cex_ohlcv/eth_usd_10min_crash_days"

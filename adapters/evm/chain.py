@@ -32,9 +32,10 @@ Guarantees:
   changes, or after it recovered), listed in :attr:`Block.degraded` and skipped, never
   failing the chain;
 - prices are quote per base in human units, following each pool's ``quote``; TVL,
-  tick TVL and volume are in quote units; V3 tick TVL uses the contracts' integer
-  amounts (``LiquidityAmounts.getAmountsForLiquidity``, :mod:`rules.hedge.lp`) for the
-  current initialisable tick range; a V2 swap's ``price_after`` comes from the
+  tick TVL and volume are in quote units; every price and amount conversion is
+  :mod:`rules.uniswap`'s (human prices correctly rounded from the raw integers); V3
+  tick TVL uses the contracts' integer amounts (``LiquidityAmounts.getAmountsForLiquidity``)
+  for the current initialisable tick range; a V2 swap's ``price_after`` comes from the
   ``Sync`` event the pair emits just before it;
 - new heads: :meth:`EvmChain.wait_new_head` wakes on ``eth_subscribe newHeads`` when a
   ws:// endpoint is configured and otherwise just sleeps the timeout;
@@ -61,9 +62,8 @@ from adapters.errors import DataError, FatalError, TransientError
 from adapters.evm.rpc import RpcCallError, RpcPool
 from adapters.evm.ws import NewHeads
 from rules.features.mev import classify_swaps
-from rules.hedge.lp import amounts_for_liquidity
 from rules.types import PoolId, PoolSample, SwapRecord
-from rules.uniswap import MAX_TICK, MIN_TICK, Q96, sqrt_ratio_at_tick
+from rules.uniswap import TokenPair, amounts_for_liquidity, sqrt_ratio_at_tick, tick_range
 
 MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 #: While some pool's static data is missing, it is read again every this many polls.
@@ -139,6 +139,8 @@ class PoolMeta:
     fee: float  # fraction, e.g. 0.0005
     tick_spacing: int
     quote_is_token0: bool
+    #: The raw <-> human conversions of this pool's two tokens (derived).
+    token_pair: TokenPair = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (0 <= self.decimals0 <= 77 and 0 <= self.decimals1 <= 77):
@@ -147,6 +149,8 @@ class PoolMeta:
             raise ValueError(f"fee must be a fraction in [0, 1), got {self.fee}")
         if self.tick_spacing <= 0:
             raise ValueError(f"tick_spacing must be positive, got {self.tick_spacing}")
+        pair = TokenPair(self.decimals0, self.decimals1, quote_is_token0=self.quote_is_token0)
+        object.__setattr__(self, "token_pair", pair)
 
     @property
     def base_symbol(self) -> str:
@@ -163,23 +167,6 @@ class PoolMeta:
     @property
     def base_decimals(self) -> int:
         return self.decimals1 if self.quote_is_token0 else self.decimals0
-
-    def price_from_sqrt(self, sqrt_price_x96: int) -> float:
-        """Quote per base from Uniswap's Q64.96 sqrt price (token1 per token0, raw units)."""
-        # int / int is correctly rounded; squaring the float keeps ~2e-16 relative precision.
-        ratio = (sqrt_price_x96 / Q96) ** 2 * 10.0 ** (self.decimals0 - self.decimals1)
-        return 1.0 / ratio if self.quote_is_token0 else ratio
-
-    def price_from_reserves(self, reserve0: int, reserve1: int) -> float:
-        """Quote per base from V2 reserves (raw units)."""
-        ratio = (reserve1 / reserve0) * 10.0 ** (self.decimals0 - self.decimals1)
-        return 1.0 / ratio if self.quote_is_token0 else ratio
-
-    def value_in_quote(self, amount0: float, amount1: float, price: float) -> float:
-        """Human token amounts -> value in quote units at ``price`` (quote per base)."""
-        if self.quote_is_token0:
-            return amount0 + amount1 * price
-        return amount1 + amount0 * price
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +408,7 @@ def _decode_string(data: bytes) -> str:
         raise
 
 
+# The one TickMath function, memoised for the ticks a poll meets (bounds: see above).
 _sqrt_at_tick = functools.lru_cache(maxsize=4096)(sqrt_ratio_at_tick)
 
 
@@ -428,16 +416,14 @@ def tick_tvl_v3(
     meta: PoolMeta, sqrt_price_x96: int, tick: int, liquidity: int, price: float
 ) -> float:
     """Value in quote of the active liquidity inside the current initialisable tick range
-    ``[lower, lower + spacing)``, ``lower = floor(tick / spacing) * spacing`` (Lambert's
-    "tick TVL"). The token amounts are the contracts' integers
-    (``LiquidityAmounts.getAmountsForLiquidity``, rounded down as a burn pays out)."""
-    spacing = meta.tick_spacing
-    lower = max(MIN_TICK, (tick // spacing) * spacing)
-    upper = min(MAX_TICK, lower + spacing)
+    (:func:`rules.uniswap.tick_range`, Lambert's "tick TVL"). The token amounts are the
+    contracts' integers (``LiquidityAmounts.getAmountsForLiquidity``, rounded down as a
+    burn pays out); :func:`rules.uniswap.tick_tvl` is the same value for tables."""
+    lower, upper = tick_range(tick, meta.tick_spacing)
     amount0, amount1 = amounts_for_liquidity(
         liquidity, sqrt_price_x96, _sqrt_at_tick(lower), _sqrt_at_tick(upper)
     )
-    return meta.value_in_quote(amount0 / 10**meta.decimals0, amount1 / 10**meta.decimals1, price)
+    return meta.token_pair.value_in_quote(amount0, amount1, price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1000,19 +986,17 @@ class EvmChain:
                 raise DataError("pool is not initialised (sqrtPriceX96 = 0)")
             if liquidity == 0:
                 raise DataError("no active liquidity")
-            balance0 = _uint(self._ok(chunk[2]), 0) / 10**meta.decimals0
-            balance1 = _uint(self._ok(chunk[3]), 0) / 10**meta.decimals1
-            price = meta.price_from_sqrt(sqrt_price_x96)
-            tvl = meta.value_in_quote(balance0, balance1, price)
+            balance0 = _uint(self._ok(chunk[2]), 0)
+            balance1 = _uint(self._ok(chunk[3]), 0)
+            price = meta.token_pair.price_from_sqrt_price_x96(sqrt_price_x96)
+            tvl = meta.token_pair.value_in_quote(balance0, balance1, price)
             return price, tvl, tick_tvl_v3(meta, sqrt_price_x96, tick, liquidity, price)
         data = self._ok(chunk[0])
         reserve0, reserve1 = _uint(data, 0), _uint(data, 32)
         if reserve0 == 0 or reserve1 == 0:
             raise DataError("no liquidity (a reserve is 0)")
-        price = meta.price_from_reserves(reserve0, reserve1)
-        tvl = meta.value_in_quote(
-            reserve0 / 10**meta.decimals0, reserve1 / 10**meta.decimals1, price
-        )
+        price = meta.token_pair.price_from_reserves(reserve0, reserve1)
+        tvl = meta.token_pair.value_in_quote(reserve0, reserve1, price)
         return price, tvl, math.nan
 
     # -- logs -------------------------------------------------------------------------
@@ -1061,12 +1045,20 @@ class EvmChain:
         else:
             base, quote = event.amount0, event.amount1
         dq = 10**meta.quote_decimals
+        pair = meta.token_pair
         if event.sqrt_price_x96 is not None:
-            price = meta.price_from_sqrt(event.sqrt_price_x96) if event.sqrt_price_x96 else math.nan
+            price = (
+                pair.price_from_sqrt_price_x96(event.sqrt_price_x96)
+                if event.sqrt_price_x96
+                else math.nan
+            )
         elif reserves is not None and reserves[0] and reserves[1]:
-            price = meta.price_from_reserves(*reserves)
+            price = pair.price_from_reserves(*reserves)
+        elif event.amount0 and event.amount1:
+            # The execution price: the two legs' ratio, as if they were reserves.
+            price = pair.price_from_reserves(abs(event.amount0), abs(event.amount1))
         elif base != 0:
-            price = (abs(quote) / dq) / (abs(base) / 10**meta.base_decimals)
+            price = 0.0  # nothing of the quote token moved
         else:
             price = math.nan
         return SwapRecord(

@@ -27,8 +27,7 @@ from numpy.typing import NDArray
 
 from adapters.replay.columns import RowCheck, Source, show, to_float
 from adapters.replay.series import Chunk, ReplayError
-from adapters.replay.ticks import FEE_BY_TICK_SPACING, quote_per_base, tick_tvl
-from rules.uniswap import MAX_TICK, MIN_TICK
+from rules.uniswap import FEE_BY_TICK_SPACING, MAX_TICK, MIN_TICK, quote_per_base, tick_tvl
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -451,7 +450,7 @@ def read_minute(src: Source, opts: Options) -> list[Chunk]:
     and ``inAmount1`` are the gross amounts paid *into* the pool (fees included); every
     swap pays in exactly one token, so the sum counts each swap once, the base side
     valued at the minute's close price. ``tick_tvl`` is ``currentLiquidity`` over the
-    tick-spacing range holding ``closeTick`` (:func:`adapters.replay.ticks.tick_tvl`).
+    tick-spacing range holding ``closeTick`` (:func:`rules.uniswap.tick_tvl`).
     ``fee``: the tier in the file name, else the tier of the tick spacing (10 -> 0.0005).
     """
     src.require("timestamp", "closeTick", format_name="minute")

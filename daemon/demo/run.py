@@ -32,12 +32,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon.demo.devchain import Anvil, DevChain, deploy_demo_market
 from daemon.demo.localbroker import BrokerError, LocalBroker, free_port
 from daemon.errors import UserError
+from rules.uniswap import quote_per_base
 
 DATA_FILE = "polygon_usdc_weth_005_2022-08-18_19.csv"
 
@@ -80,13 +82,15 @@ class PricePoint:
 def load_demo_path() -> list[PricePoint]:
     """The vendored real price path: ETH in USDC per minute."""
     ref = resources.files("daemon.demo").joinpath("data", DATA_FILE)
-    out: list[PricePoint] = []
+    times: list[int] = []
+    ticks: list[int] = []
     with ref.open("r", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            ts = calendar.timegm(time.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S"))
-            # token0 = USDC (6 decimals), token1 = WETH (18): ETH price = 1e12 / 1.0001**tick
-            out.append(PricePoint(ts, 1e12 / 1.0001 ** int(row["closeTick"])))
-    return out
+            times.append(calendar.timegm(time.strptime(row["timestamp"], "%Y-%m-%d %H:%M:%S")))
+            ticks.append(int(row["closeTick"]))
+    # token0 = USDC (6 decimals) is the quote, token1 = WETH (18): 1e12 / 1.0001**tick.
+    prices = quote_per_base(np.asarray(ticks, dtype=np.int64), 6, 18, quote_is_token0=True)
+    return [PricePoint(ts, float(p)) for ts, p in zip(times, prices, strict=True)]
 
 
 def _config(

@@ -4,7 +4,8 @@ Guarantees kept here:
 - prices are human prices of the *base* token in the *quote* token; amounts are
   human token amounts (base, quote); values are in quote;
 - a V3 position is described by its liquidity ``L`` and the square roots of its
-  range bounds exactly as in the Uniswap V3 whitepaper (formulas 6.29 and 6.30):
+  range bounds exactly as in the Uniswap V3 whitepaper (formulas 6.29 and 6.30,
+  :func:`rules.uniswap.amounts_from_liquidity`):
   ``base = L (1/sqrt(p) - 1/sqrt(pb))``, ``quote = L (sqrt(p) - sqrt(pa))`` with
   ``sqrt(p)`` clamped into ``[sqrt(pa), sqrt(pb)]``; a V2 (constant product)
   position is the full range ``pa = 0``, ``pb = inf`` of the same formulas;
@@ -20,10 +21,9 @@ Guarantees kept here:
   the numpy code, so even overflows give the old values and warnings;
 - :func:`break_even` solves each bound in closed form and walks the few floats to
   where that plain-float test flips (~20 us; a bisection is the fallback);
-- the raw-unit helpers (:class:`TokenPair` conversions of prices, ``sqrtPriceX96``
-  and liquidity; token amounts with the contracts' integer rounding) use exact
-  integer or rational arithmetic, so their results can be compared with the pool
-  contracts bit for bit (tick math comes from :mod:`rules.uniswap`).
+- a position's raw units (its liquidity as the pool counts it) come from
+  :class:`rules.uniswap.TokenPair`, every other Uniswap conversion from
+  :mod:`rules.uniswap` too: nothing here restates one.
 
 Nothing here does I/O or reads a clock.
 """
@@ -33,199 +33,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
-from fractions import Fraction
 from typing import overload
 
 import numpy as np
 from numpy.typing import NDArray
 
 from rules.types import ValidationError
-from rules.uniswap import Q96, sqrt_ratio_at_tick, tick_at_sqrt_ratio
+from rules.uniswap import TokenPair, amounts_from_liquidity
 
 FloatArray = NDArray[np.float64]
-
-
-def _mul_div(a: int, b: int, denominator: int, *, round_up: bool) -> int:
-    # FullMath.mulDiv / mulDivRoundingUp: Python integers never overflow, so the
-    # 512-bit intermediate of the contract is just the exact product.
-    if round_up:
-        return -(-a * b // denominator)
-    return a * b // denominator
-
-
-def amount0_for_liquidity(
-    liquidity_raw: int, sqrt_a_x96: int, sqrt_b_x96: int, *, round_up: bool = False
-) -> int:
-    """Token0 for ``liquidity_raw`` between two sqrt prices (SqrtPriceMath.getAmount0Delta)."""
-    lo, hi = sorted((sqrt_a_x96, sqrt_b_x96))
-    if lo <= 0:
-        raise ValueError("sqrt prices must be positive")
-    numerator = liquidity_raw << 96
-    if round_up:
-        inner = _mul_div(numerator, hi - lo, hi, round_up=True)
-        return -(-inner // lo)
-    return _mul_div(numerator, hi - lo, hi, round_up=False) // lo
-
-
-def amount1_for_liquidity(
-    liquidity_raw: int, sqrt_a_x96: int, sqrt_b_x96: int, *, round_up: bool = False
-) -> int:
-    """Token1 for ``liquidity_raw`` between two sqrt prices (SqrtPriceMath.getAmount1Delta)."""
-    lo, hi = sorted((sqrt_a_x96, sqrt_b_x96))
-    return _mul_div(liquidity_raw, hi - lo, Q96, round_up=round_up)
-
-
-def amounts_for_liquidity(
-    liquidity_raw: int,
-    sqrt_price_x96: int,
-    sqrt_lower_x96: int,
-    sqrt_upper_x96: int,
-    *,
-    round_up: bool = False,
-) -> tuple[int, int]:
-    """Raw ``(amount0, amount1)`` of a position, with the contracts' integer rounding.
-
-    ``round_up=False`` is ``LiquidityAmounts.getAmountsForLiquidity`` and what the pool
-    pays out on ``burn`` (then ``collect``); ``round_up=True`` is what the pool charges
-    on ``mint``. The range is ``[sqrt_lower_x96, sqrt_upper_x96)`` as in the pool: at
-    the lower bound the position is all token0, at the upper bound all token1.
-    """
-    if liquidity_raw < 0:
-        raise ValueError(f"liquidity_raw must be >= 0, got {liquidity_raw}")
-    lower, upper = sorted((sqrt_lower_x96, sqrt_upper_x96))
-    if sqrt_price_x96 <= lower:
-        return amount0_for_liquidity(liquidity_raw, lower, upper, round_up=round_up), 0
-    if sqrt_price_x96 < upper:
-        return (
-            amount0_for_liquidity(liquidity_raw, sqrt_price_x96, upper, round_up=round_up),
-            amount1_for_liquidity(liquidity_raw, lower, sqrt_price_x96, round_up=round_up),
-        )
-    return 0, amount1_for_liquidity(liquidity_raw, lower, upper, round_up=round_up)
-
-
-def liquidity_for_amounts(
-    sqrt_price_x96: int, sqrt_lower_x96: int, sqrt_upper_x96: int, amount0: int, amount1: int
-) -> int:
-    """The liquidity the periphery mints for the desired raw amounts.
-
-    ``LiquidityAmounts.getLiquidityForAmounts``: the largest liquidity neither desired
-    amount is short of (rounded down), as ``NonfungiblePositionManager.mint`` computes it.
-    """
-    lower, upper = sorted((sqrt_lower_x96, sqrt_upper_x96))
-    if lower == upper:
-        raise ValueError("the range must not be empty")
-
-    def from_amount0(sqrt_a: int, sqrt_b: int) -> int:
-        intermediate = _mul_div(sqrt_a, sqrt_b, Q96, round_up=False)
-        return _mul_div(amount0, intermediate, sqrt_b - sqrt_a, round_up=False)
-
-    def from_amount1(sqrt_a: int, sqrt_b: int) -> int:
-        return _mul_div(amount1, Q96, sqrt_b - sqrt_a, round_up=False)
-
-    if sqrt_price_x96 <= lower:
-        liquidity = from_amount0(lower, upper)
-    elif sqrt_price_x96 < upper:
-        liquidity = min(from_amount0(sqrt_price_x96, upper), from_amount1(lower, sqrt_price_x96))
-    else:
-        liquidity = from_amount1(lower, upper)
-    if liquidity >= 1 << 128:
-        raise ValueError("liquidity does not fit in uint128")
-    return liquidity
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    """How a pool's raw token0/token1 map onto alvh's human base/quote view.
-
-    ``quote_is_token0`` says which token prices are expressed in (config ``quote``).
-    The pool's raw price is token1 per token0 in raw units; the human price is the
-    price of one base token in quote tokens, in whole-token units. Conversions of
-    prices are exact (rational arithmetic) up to the final rounding.
-    """
-
-    decimals0: int
-    decimals1: int
-    quote_is_token0: bool
-
-    def __post_init__(self) -> None:
-        for name, decimals in (("decimals0", self.decimals0), ("decimals1", self.decimals1)):
-            if isinstance(decimals, bool) or not 0 <= decimals <= 77:
-                raise ValidationError(f"TokenPair.{name} must be in [0, 77], got {decimals!r}")
-
-    def raw_price(self, price: float) -> Fraction:
-        """Pool raw price (token1 raw per token0 raw) for a human price, exactly."""
-        if not (price > 0 and math.isfinite(price)):
-            raise ValueError(f"price must be positive and finite, got {price!r}")
-        human = Fraction(price)
-        token1_per_token0 = 1 / human if self.quote_is_token0 else human
-        return token1_per_token0 * Fraction(10) ** (self.decimals1 - self.decimals0)
-
-    def human_price(self, raw_price: Fraction) -> float:
-        """Human price (quote per base) for a pool raw price, correctly rounded."""
-        if raw_price <= 0:
-            raise ValueError("raw price must be positive")
-        token1_per_token0 = raw_price / Fraction(10) ** (self.decimals1 - self.decimals0)
-        return float(1 / token1_per_token0 if self.quote_is_token0 else token1_per_token0)
-
-    def sqrt_price_x96(self, price: float) -> int:
-        """``floor(sqrt(raw price) * 2**96)`` for a human price, exactly."""
-        raw = self.raw_price(price) * (1 << 192)
-        return math.isqrt(raw.numerator // raw.denominator)
-
-    def price_from_sqrt_price_x96(self, sqrt_price_x96: int) -> float:
-        """Human price for a pool ``sqrtPriceX96`` (``slot0``)."""
-        if sqrt_price_x96 <= 0:
-            raise ValueError(f"sqrt_price_x96 must be positive, got {sqrt_price_x96}")
-        return self.human_price(Fraction(sqrt_price_x96 * sqrt_price_x96, 1 << 192))
-
-    def price_at_tick(self, tick: int) -> float:
-        """Human price at a tick's exact sqrt ratio (``TickMath.getSqrtRatioAtTick``)."""
-        return self.price_from_sqrt_price_x96(sqrt_ratio_at_tick(tick))
-
-    def tick(self, price: float) -> int:
-        """The pool tick a human price falls in (the pool's ``slot0.tick`` at that price)."""
-        return tick_at_sqrt_ratio(self.sqrt_price_x96(price))
-
-    def range_from_ticks(self, tick_lower: int, tick_upper: int) -> tuple[float, float]:
-        """Human ``(lower, upper)`` price range of a pool tick range.
-
-        When the quote is token0 the human price is the inverse of the pool price, so
-        the pool's upper tick gives the human lower bound.
-        """
-        if tick_lower >= tick_upper:
-            raise ValueError(f"tick_lower must be < tick_upper, got {tick_lower} >= {tick_upper}")
-        a, b = self.price_at_tick(tick_lower), self.price_at_tick(tick_upper)
-        return (min(a, b), max(a, b))
-
-    def _liquidity_scale(self) -> Decimal:
-        # Human L -> raw L: base = L (1/sqrt p - ...) and quote = L (sqrt p - ...) with
-        # raw amounts 10**d times the human ones and sqrt(raw p) = sqrt(p) 10**((d1-d0)/2)
-        # (or its inverse), so raw L = L * 10**((d0 + d1) / 2) in both orientations.
-        return Decimal(10) ** (self.decimals0 + self.decimals1)
-
-    def liquidity_to_raw(self, liquidity: float) -> int:
-        """Raw uint128 liquidity (rounded down) for a human liquidity ``L``."""
-        if not (liquidity >= 0 and math.isfinite(liquidity)):
-            raise ValueError(f"liquidity must be >= 0 and finite, got {liquidity!r}")
-        with localcontext() as ctx:
-            ctx.prec = 100
-            raw = (Decimal(liquidity) ** 2 * self._liquidity_scale()).sqrt()
-            return int(raw.to_integral_value(rounding="ROUND_FLOOR"))
-
-    def liquidity_from_raw(self, liquidity_raw: int) -> float:
-        """Human liquidity ``L`` for a raw pool or position liquidity."""
-        if liquidity_raw < 0:
-            raise ValueError(f"liquidity_raw must be >= 0, got {liquidity_raw}")
-        with localcontext() as ctx:
-            ctx.prec = 100
-            return float(Decimal(liquidity_raw) / self._liquidity_scale().sqrt())
-
-    def amounts_to_human(self, amount0_raw: int, amount1_raw: int) -> tuple[float, float]:
-        """Raw token0/token1 amounts as human ``(base, quote)`` amounts."""
-        human0 = float(Fraction(amount0_raw, 10**self.decimals0))
-        human1 = float(Fraction(amount1_raw, 10**self.decimals1))
-        return (human1, human0) if self.quote_is_token0 else (human0, human1)
 
 
 # -- human-unit position math (vectorised) ------------------------------------------
@@ -258,25 +74,9 @@ def _clamp(x: float, lo: float, hi: float) -> float:
     return lo if x < lo else (hi if x > hi else x)
 
 
-def amounts_from_liquidity(
-    liquidity: float, price: FloatArray, sqrt_lower: float, sqrt_upper: float
-) -> tuple[FloatArray, FloatArray]:
-    """Whitepaper 6.29/6.30 with clamping: human ``(base, quote)`` of liquidity ``L``.
-
-    ``sqrt_lower`` may be 0 and ``sqrt_upper`` inf (full range, a V2 position).
-    """
-    sqrt_price = np.clip(np.sqrt(price), sqrt_lower, sqrt_upper)
-    base = liquidity * (1.0 / sqrt_price - 1.0 / sqrt_upper)
-    quote = liquidity * (sqrt_price - sqrt_lower)
-    return base, quote
-
-
 def _value_per_liquidity(price: float, sqrt_lower: float, sqrt_upper: float) -> float:
-    # amounts_from_liquidity(1.0, price, ...) in plain floats: the same operations in
-    # the same order (price is positive and finite, so sqrt_price > 0; 1.0 * x == x).
-    sqrt_price = _clamp(math.sqrt(float(price)), sqrt_lower, sqrt_upper)
-    base = 1.0 / sqrt_price - 1.0 / sqrt_upper
-    quote = sqrt_price - sqrt_lower
+    # The value of L = 1 at a positive finite price, in plain floats (1.0 * x == x).
+    base, quote = amounts_from_liquidity(1.0, float(price), sqrt_lower, sqrt_upper)
     return base * float(price) + quote
 
 
@@ -337,9 +137,9 @@ class Position:
         if not math.isnan(self.entry_price):
             liquidity = self.value / _value_per_liquidity(self.entry_price, sqrt_lower, sqrt_upper)
             sqrt_entry = min(max(math.sqrt(self.entry_price), sqrt_lower), sqrt_upper)
-            # amounts_from_liquidity(liquidity, entry_price, ...) in plain floats.
-            entry_base = liquidity * (1.0 / sqrt_entry - 1.0 / sqrt_upper)
-            entry_quote = liquidity * (sqrt_entry - sqrt_lower)
+            entry_base, entry_quote = amounts_from_liquidity(
+                liquidity, float(self.entry_price), sqrt_lower, sqrt_upper
+            )
             if not (math.isfinite(entry_base) and math.isfinite(entry_quote)):
                 # Overflow: left to entry_amounts' numpy form (and its warnings), as before.
                 entry_base = entry_quote = math.nan
@@ -405,12 +205,8 @@ class Position:
         return bool(inside) if inside.ndim == 0 else inside
 
     def _amounts_scalar(self, p: float) -> tuple[float, float]:
-        # amounts_from_liquidity for one validated price (sqrt_price > 0: no 1/0).
-        liquidity = self._liquidity()
-        sqrt_price = _clamp(math.sqrt(p), self.sqrt_lower, self.sqrt_upper)
-        base = liquidity * (1.0 / sqrt_price - 1.0 / self.sqrt_upper)
-        quote = liquidity * (sqrt_price - self.sqrt_lower)
-        return base, quote
+        # One validated price, in plain floats (sqrt_price > 0: no 1/0).
+        return amounts_from_liquidity(self._liquidity(), p, self.sqrt_lower, self.sqrt_upper)
 
     @overload
     def amounts(self, price: float) -> tuple[float, float]: ...

@@ -52,16 +52,13 @@ from daemon.demo.devchain.handles import (
     checksum,
 )
 from daemon.demo.devchain.rpc import JsonRpcClient
-from daemon.demo.devchain.uniswap_math import (
+from rules.uniswap import (
     MAX_SQRT_RATIO,
     MIN_SQRT_RATIO,
     Q96,
-    amounts_per_liquidity,
+    TokenPair,
+    amounts_from_liquidity,
     full_range_ticks,
-    price_from_sqrt_price_x96,
-    range_ticks,
-    raw_price,
-    sqrt_price_x96_from_price,
     sqrt_ratio_at_tick,
     v2_amount_in_for_price,
     v2_amount_out,
@@ -587,12 +584,11 @@ class DevChain:
             spacing = tick_spacing
         elif tick_spacing is not None and tick_spacing != spacing:
             raise ValueError(f"fee {fee} already has tick spacing {spacing}, not {tick_spacing}")
-        sqrt_price_x96 = sqrt_price_x96_from_price(
-            price,
+        sqrt_price_x96 = TokenPair.of(
             base_is_token0=base.address == token0.address,
             decimals0=token0.decimals,
             decimals1=token1.decimals,
-        )
+        ).sqrt_price_x96(price)
         data = self._npm.encode_call(
             "createAndInitializePoolIfNecessary",
             token0.address,
@@ -630,12 +626,7 @@ class DevChain:
         sqrt_price_x96 = int(slot0[0])
         if sqrt_price_x96 == 0:
             raise DevChainError(f"{pool.name} is not initialised")
-        price = price_from_sqrt_price_x96(
-            sqrt_price_x96,
-            base_is_token0=pool.base_is_token0,
-            decimals0=pool.token0.decimals,
-            decimals1=pool.token1.decimals,
-        )
+        price = pool.token_pair.price_from_sqrt_price_x96(sqrt_price_x96)
         return V3PoolState(sqrt_price_x96, int(slot0[1]), int(liquidity), price)
 
     def add_liquidity_v3(
@@ -660,22 +651,21 @@ class DevChain:
         if price_lower is None and price_upper is None:
             tick_lower, tick_upper = full_range_ticks(pool.tick_spacing)
         elif price_lower is not None and price_upper is not None:
-            tick_lower, tick_upper = range_ticks(
-                price_lower,
-                price_upper,
-                base_is_token0=pool.base_is_token0,
-                decimals0=pool.token0.decimals,
-                decimals1=pool.token1.decimals,
-                tick_spacing=pool.tick_spacing,
+            tick_lower, tick_upper = pool.token_pair.range_ticks(
+                price_lower, price_upper, pool.tick_spacing
             )
         else:
             raise ValueError("give both price_lower and price_upper, or neither (full range)")
         state = self.pool_state(pool)
         sqrt_price = state.sqrt_price_x96 / Q96
-        per_l0, per_l1 = amounts_per_liquidity(
-            sqrt_price, sqrt_ratio_at_tick(tick_lower), sqrt_ratio_at_tick(tick_upper)
-        )
         raw_p = sqrt_price * sqrt_price  # token1 raw per token0 raw
+        # Raw token0 and token1 per unit of raw liquidity (whitepaper 6.29/6.30).
+        per_l0, per_l1 = amounts_from_liquidity(
+            1.0,
+            raw_p,
+            sqrt_ratio_at_tick(tick_lower) / Q96,
+            sqrt_ratio_at_tick(tick_upper) / Q96,
+        )
         quote_raw = value * 10.0**pool.quote.decimals
         value_token1_raw = quote_raw if pool.base_is_token0 else quote_raw * raw_p
         liquidity = value_token1_raw / (per_l0 * raw_p + per_l1)
@@ -794,9 +784,9 @@ class DevChain:
         reserve0, reserve1 = self._reserves(pair)
         if reserve0 == 0 or reserve1 == 0:
             raise DevChainError(f"{pair.name} has no liquidity")
-        raw = Fraction(reserve1, reserve0)
-        price = raw * Fraction(10) ** (pair.token0.decimals - pair.token1.decimals)
-        return V2PairState(reserve0, reserve1, float(price if pair.base_is_token0 else 1 / price))
+        return V2PairState(
+            reserve0, reserve1, pair.token_pair.price_from_reserves(reserve0, reserve1)
+        )
 
     def _reserves(self, pair: V2Pair) -> tuple[int, int]:
         out = self.call(
@@ -999,7 +989,7 @@ class DevChain:
         V3: ``exactInputSingle`` with an unbounded input and ``sqrtPriceLimitX96`` at
         the target, so the pool stops exactly there (the router only pulls what the
         pool used). V2: the exact constant-product input with the 0.3% fee, found
-        by :func:`~daemon.demo.devchain.uniswap_math.v2_amount_in_for_price`.
+        by :func:`rules.uniswap.v2_amount_in_for_price`.
         Returns None (and sends nothing) when the pool is already at the target
         (V2: when the move is smaller than one base unit of the output token).
         """
@@ -1007,12 +997,7 @@ class DevChain:
         with self._operation():
             if isinstance(pool, V2Pair):
                 return self._swap_v2_to_price(pool, price, sender)
-            target = sqrt_price_x96_from_price(
-                price,
-                base_is_token0=pool.base_is_token0,
-                decimals0=pool.token0.decimals,
-                decimals1=pool.token1.decimals,
-            )
+            target = pool.token_pair.sqrt_price_x96(price)
             current = self._sqrt_price_x96(pool)
             if target == current:
                 return None
@@ -1024,12 +1009,7 @@ class DevChain:
         reserve0, reserve1 = self._reserves(pair)
         if reserve0 == 0 or reserve1 == 0:
             raise DevChainError(f"{pair.name} has no liquidity")
-        target = raw_price(
-            price,
-            base_is_token0=pair.base_is_token0,
-            decimals0=pair.token0.decimals,
-            decimals1=pair.token1.decimals,
-        )
+        target = pair.token_pair.raw_price(price)
         current = Fraction(reserve1, reserve0)
         if target == current:
             return None

@@ -17,7 +17,7 @@ from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
 
-from daemon.demo.devchain.uniswap_math import full_range_ticks
+from rules.uniswap import TokenPair, full_range_ticks
 
 
 def checksum(address: str) -> str:
@@ -102,6 +102,15 @@ class V3Pool:
         return self.base.address == self.token0.address
 
     @property
+    def token_pair(self) -> TokenPair:
+        """The raw <-> human price conversions of this pool's tokens."""
+        return TokenPair.of(
+            base_is_token0=self.base_is_token0,
+            decimals0=self.token0.decimals,
+            decimals1=self.token1.decimals,
+        )
+
+    @property
     def name(self) -> str:
         """``BASE/QUOTE 0.05%``."""
         return f"{self.base.symbol}/{self.quote.symbol} {self.fee / 10_000:g}%"
@@ -128,6 +137,15 @@ class V2Pair:
     def base_is_token0(self) -> bool:
         """True when prices are token0 expressed in token1."""
         return self.base.address == self.token0.address
+
+    @property
+    def token_pair(self) -> TokenPair:
+        """The raw <-> human price conversions of this pool's tokens."""
+        return TokenPair.of(
+            base_is_token0=self.base_is_token0,
+            decimals0=self.token0.decimals,
+            decimals1=self.token1.decimals,
+        )
 
     @property
     def name(self) -> str:
