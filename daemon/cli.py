@@ -2,13 +2,18 @@
 
 Exit codes: 0 ok, 2 bad input (config, data file, arguments), 1 anything else.
 User mistakes are one clear line each on stderr, never a traceback.
+
+Before a command that runs the pipeline, numba's cache is pointed at a writable place
+when the installed package cannot hold it (:func:`numba_cache_dir`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 from daemon import __version__
@@ -17,6 +22,11 @@ from daemon.errors import UserError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+
+#: The tree whose ``__pycache__`` folders numba writes its compiled loops to by default.
+RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+#: Commands that compile or load numba's loops (``check-config`` does not).
+_PIPELINE_COMMANDS = frozenset({"run", "backtest", "demo"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -140,8 +150,72 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _writable_dir(path: Path) -> bool:
+    """True if ``path`` is (or can be made) a folder this process can create files in:
+    numba's own test (access(2) alone misses e.g. a read-only bind mount as root)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return False
+    return True
+
+
+def _tree_writable(root: Path, writable: Callable[[Path], bool]) -> bool:
+    """Whether numba can cache next to every module of ``root``: it writes to each
+    source folder's ``__pycache__`` (creating it if missing)."""
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d != "__pycache__"]
+        if not any(f.endswith(".py") for f in files):
+            continue
+        pycache = Path(folder) / "__pycache__"
+        if not writable(pycache if pycache.is_dir() else Path(folder)):
+            return False
+    return True
+
+
+def numba_cache_dir(
+    environ: Mapping[str, str],
+    rules_dir: Path = RULES_DIR,
+    *,
+    writable: Callable[[Path], bool] = _writable_dir,
+) -> Path | None:
+    """The folder to give numba as ``NUMBA_CACHE_DIR``, or None to leave numba's default.
+
+    None when ``NUMBA_CACHE_DIR`` is already set, or when numba can write next to the
+    sources (a checkout, a user's own venv). Otherwise (an install read-only to the user
+    running it, e.g. /opt/alvh under systemd's ``ProtectSystem=strict``) the first
+    writable of ``$CACHE_DIRECTORY/numba`` (systemd's ``CacheDirectory=``),
+    ``$XDG_CACHE_HOME/alvh/numba`` and ``~/.cache/alvh/numba``. Without a writable cache
+    numba refuses to compile a ``cache=True`` function at all ("no locator available").
+    """
+    if environ.get("NUMBA_CACHE_DIR"):
+        return None
+    if _tree_writable(rules_dir, writable):
+        return None
+    candidates: list[Path] = []
+    if environ.get("CACHE_DIRECTORY"):
+        # systemd passes one absolute path per CacheDirectory= entry, ":"-separated.
+        candidates.append(Path(environ["CACHE_DIRECTORY"].split(":")[0]) / "numba")
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):  # the XDG spec: a relative value is to be ignored
+        candidates.append(Path(xdg) / "alvh" / "numba")
+    if os.path.isabs(environ.get("HOME", "")):
+        candidates.append(Path(environ["HOME"]) / ".cache" / "alvh" / "numba")
+    return next((c for c in candidates if writable(c)), None)
+
+
+def _set_numba_cache_dir(environ: MutableMapping[str, str]) -> None:
+    # Must run before numba is imported: it reads NUMBA_CACHE_DIR once, at import.
+    cache = numba_cache_dir(environ)
+    if cache is not None:
+        environ["NUMBA_CACHE_DIR"] = str(cache)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in _PIPELINE_COMMANDS:
+        _set_numba_cache_dir(os.environ)
     try:
         if args.command == "check-config":
             from daemon.check import check_config  # noqa: PLC0415 - lazy: keep check-config fast

@@ -78,10 +78,15 @@ def _rel(a: float, b: float) -> float:
 # --- artifacts -------------------------------------------------------------------
 
 
+# Tests that read node_modules are integration tests: the npm set-up brings the
+# artifacts, and `-m "not integration"` runs with nothing but Python.
+
+
 def _oz_runtime() -> bytes:
     return bytes.fromhex(json.loads(OZ_ERC20.read_text())["deployedBytecode"][2:])
 
 
+@integration
 @pytest.mark.parametrize("decimals", [0, 6, 8, 255])
 def test_patch_decimals_changes_exactly_one_byte(decimals: int) -> None:
     runtime = _oz_runtime()
@@ -96,6 +101,10 @@ def test_patch_decimals_changes_exactly_one_byte(decimals: int) -> None:
 def test_patch_decimals_refuses_code_without_a_decimals_entry() -> None:
     with pytest.raises(ArtifactError, match="dispatcher entry"):
         patch_decimals(bytes.fromhex("6080604052600080fd"), 6)
+
+
+@integration
+def test_patch_decimals_refuses_a_decimals_beyond_uint8() -> None:
     with pytest.raises(ValueError, match="uint8"):
         patch_decimals(_oz_runtime(), 256)
 
@@ -106,9 +115,13 @@ def test_multicall3_runtime_is_read_from_the_package() -> None:
     assert bytes.fromhex("82ad56cb") in code  # aggregate3((address,bool,bytes)[])
 
 
+@integration
 def test_every_artifact_loads() -> None:
     for name in ("UniswapV3Factory", "NonfungiblePositionManager", "SwapRouter", "UniswapV2Pair"):
         assert load_artifact(name).bytecode
+
+
+def test_an_unknown_artifact_is_refused() -> None:
     with pytest.raises(ArtifactError, match="unknown artifact"):
         load_artifact("Nope")
 
@@ -175,7 +188,7 @@ def test_anvil_starts_and_stops_without_leaving_a_process(anvil_bin: Path) -> No
         chain = DevChain(node.url)
         assert chain.chain_id == 4242
         assert chain.latest_block().timestamp == GENESIS_TIMESTAMP
-        assert chain.w3.eth.block_number == 0  # web3's API on the same node
+        assert int(chain.rpc("eth_blockNumber"), 16) == 0
         url = node.url
     assert not node.running
     assert _process_gone(pid)  # reaped by stop(): no zombie either

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import pytest
 
 from daemon.demo.devchain import DevChain, PositionAmounts, Token, V3Pool, V3Position
-from daemon.demo.devchain.artifacts import load_artifact
+from daemon.demo.devchain.artifacts import Abi, load_artifact
 from daemon.demo.devchain.chain import GAS_V3_SWAP, MAX_EXACT_INPUT, NO_DEADLINE
 from rules.hedge.lp import Position
 from rules.uniswap import (
@@ -44,7 +44,13 @@ from tests.plugins.chain import DemoChain
 
 pytestmark = pytest.mark.integration
 
-NPM_ABI = load_artifact("NonfungiblePositionManager").abi
+
+def _npm_abi() -> Abi:
+    """The position manager's ABI, read on first use (load_artifact caches it): only
+    running these tests needs the npm packages, not collecting them."""
+    return load_artifact("NonfungiblePositionManager").abi
+
+
 #: Whole-token supply of each token a case deploys: far beyond what a walk moves.
 SUPPLY = 10**12
 #: Attempts at deploying a quote token that sorts on the wanted side of the base
@@ -204,11 +210,11 @@ def _hex_bytes(text: str) -> bytes:
 
 def _event(chain: DevChain, tx_hash: str, name: str) -> dict[str, Any]:
     npm = chain.uniswap.position_manager
-    topic = NPM_ABI.event_topic(name)
+    topic = _npm_abi().event_topic(name)
     for log in chain.receipt(tx_hash)["logs"]:
         topics = [_hex_bytes(t) for t in log["topics"]]
         if log["address"].lower() == npm.lower() and topics[0] == topic:
-            return NPM_ABI.decode_event(name, topics, _hex_bytes(log["data"]))
+            return _npm_abi().decode_event(name, topics, _hex_bytes(log["data"]))
     raise AssertionError(f"no {name} event in {tx_hash}")
 
 
@@ -236,8 +242,8 @@ def _pool_for(devchain: DemoChain, case: Case) -> V3Pool:
 
 def _positions_reading(chain: DevChain, token_id: int) -> tuple[int, tuple[int, int]]:
     npm = chain.uniswap.position_manager
-    info = NPM_ABI.decode_result(
-        "positions", chain.call(npm, NPM_ABI.encode_call("positions", token_id))
+    info = _npm_abi().decode_result(
+        "positions", chain.call(npm, _npm_abi().encode_call("positions", token_id))
     )
     return int(info[7]), (int(info[5]), int(info[6]))
 
@@ -261,7 +267,7 @@ def _mint_exact(
     )
     with chain.block():
         tx_hash = chain.send(
-            chain.uniswap.position_manager, NPM_ABI.encode_call("mint", params), what="NPM mint"
+            chain.uniswap.position_manager, _npm_abi().encode_call("mint", params), what="NPM mint"
         )
     minted = _event(chain, tx_hash, "IncreaseLiquidity")
     return V3Position(
@@ -379,7 +385,7 @@ def _walk(devchain: DemoChain, case: Case) -> Walk:
     conc_tracked = next(t for t in tracked if t.label == "concentrated")
     conc = conc_tracked.position
     static = chain.position_amounts(conc)
-    decrease = NPM_ABI.encode_call(
+    decrease = _npm_abi().encode_call(
         "decreaseLiquidity", (conc.token_id, conc.liquidity, 0, 0, NO_DEADLINE)
     )
     sqrt_at_burn = chain.pool_state(pool).sqrt_price_x96

@@ -21,14 +21,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
-from eth_typing import ABIConstructor, ABIEvent, ABIFunction
 from eth_utils import abi as abi_utils
 
 from daemon.demo.devchain.errors import INSTALL_HINT, ArtifactError
+
+if TYPE_CHECKING:
+    # Types only: the ABI TypedDicts of eth-typing (a dependency of eth-abi, not an
+    # import of alvh at run time).
+    from eth_typing import ABIConstructor, ABIEvent, ABIFunction
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 NODE_MODULES = REPO_ROOT / "node_modules"
@@ -124,18 +128,18 @@ class Abi:
 
     def selector(self, name: str) -> bytes:
         """The 4-byte selector of function ``name``."""
-        fn = cast(ABIFunction, self._function(name))
+        fn = cast("ABIFunction", self._function(name))
         return abi_utils.function_abi_to_4byte_selector(fn)
 
     def encode_call(self, name: str, *args: Any) -> bytes:
         """Calldata for ``name(*args)``; structs are passed as tuples."""
-        fn = cast(ABIFunction, self._function(name))
+        fn = cast("ABIFunction", self._function(name))
         types = abi_utils.get_abi_input_types(fn)
         return abi_utils.function_abi_to_4byte_selector(fn) + abi_encode(types, list(args))
 
     def decode_result(self, name: str, data: bytes) -> tuple[Any, ...]:
         """The decoded return values of ``name``."""
-        fn = cast(ABIFunction, self._function(name))
+        fn = cast("ABIFunction", self._function(name))
         return tuple(abi_decode(abi_utils.get_abi_output_types(fn), data))
 
     def encode_constructor(self, *args: Any) -> bytes:
@@ -145,7 +149,7 @@ class Abi:
             if args:
                 raise ArtifactError("the ABI has no constructor but arguments were given")
             return b""
-        types = abi_utils.get_abi_input_types(cast(ABIConstructor, ctors[0]))
+        types = abi_utils.get_abi_input_types(cast("ABIConstructor", ctors[0]))
         return abi_encode(types, list(args))
 
     def event_topic(self, name: str) -> bytes:
@@ -153,7 +157,7 @@ class Abi:
         event = self._events.get(name)
         if event is None:
             raise ArtifactError(f"event {name!r} is not in the ABI")
-        return abi_utils.event_abi_to_log_topic(cast(ABIEvent, event))
+        return abi_utils.event_abi_to_log_topic(cast("ABIEvent", event))
 
     def decode_event(self, name: str, topics: Sequence[bytes], data: bytes) -> dict[str, Any]:
         """Decode one log of event ``name`` into ``{argument name: value}``."""
@@ -228,8 +232,9 @@ _MULTICALL3_RE = re.compile(
 def multicall3_runtime() -> bytes:
     """Multicall3's runtime bytecode, read as text from the ``multicall`` distribution.
 
-    The package is installed with ``--no-deps`` (its dependencies would downgrade
-    web3), so its modules cannot be imported; ``constants.py`` is read as a file.
+    The package is installed with ``--no-deps`` (its dependencies pin an old web3 and
+    faster-eth-abi that alvh does not need), so its modules cannot be imported;
+    ``constants.py`` is read as a file.
     """
     hint = "it is installed by ./scripts/setup.sh (`pip install --no-deps multicall==0.15.2`)"
     try:

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import Any, Self, cast
 
 from daemon.demo.devchain.artifacts import (
     MULTICALL3_ABI,
@@ -63,9 +63,6 @@ from rules.uniswap import (
     v2_amount_in_for_price,
     v2_amount_out,
 )
-
-if TYPE_CHECKING:
-    from web3 import Web3
 
 #: A transaction request as anvil's JSON-RPC takes it (hex quantities).
 TxRequest = dict[str, str]
@@ -131,9 +128,7 @@ class DevChain:
         self, url: str, *, timeout: float = 30.0, uniswap: UniswapDeployment | None = None
     ) -> None:
         self.url = url
-        self._timeout = timeout
         self._client = JsonRpcClient(url, timeout=timeout)
-        self._w3: Web3 | None = None
         accounts = self.rpc("eth_accounts")
         if not accounts:
             raise DevChainError(f"the node at {url} has no unlocked accounts")
@@ -169,17 +164,6 @@ class DevChain:
         if self._uniswap is None:
             raise DevChainError("Uniswap is not deployed: call deploy_uniswap() first")
         return self._uniswap
-
-    @property
-    def w3(self) -> Web3:
-        """A synchronous web3 handle on the same node, for callers who want web3's API."""
-        if self._w3 is None:
-            # Imported on first use: web3 takes about a second to import and the
-            # harness itself only needs eth_abi (a CLI starting anvil stays quick).
-            from web3 import HTTPProvider, Web3  # noqa: PLC0415
-
-            self._w3 = Web3(HTTPProvider(self.url, request_kwargs={"timeout": self._timeout}))
-        return self._w3
 
     def rpc(self, method: str, *params: Any) -> Any:
         """One JSON-RPC call; errors become :class:`RpcError`."""

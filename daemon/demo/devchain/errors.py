@@ -2,8 +2,8 @@
 
 Every failure of the harness (a missing anvil binary, a node that does not start,
 an RPC error, a reverted transaction, a missing artifact) surfaces as a
-:class:`DevChainError` subclass whose message says what to do next; web3,
-requests and subprocess exceptions do not leak out of :mod:`daemon.demo.devchain`.
+:class:`DevChainError` subclass whose message says what to do next; HTTP,
+JSON-RPC and subprocess exceptions do not leak out of :mod:`daemon.demo.devchain`.
 """
 
 from __future__ import annotations

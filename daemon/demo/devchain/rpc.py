@@ -1,8 +1,8 @@
 """A minimal synchronous JSON-RPC client over one keep-alive HTTP connection.
 
-Why not web3's HTTPProvider on the hot path: the dev chain replays hundreds of
-swaps, each a handful of requests to a local node, and requests' per-call
-environment and proxy look-ups cost more than anvil's own work. This client
+Why not web3's HTTPProvider (the harness does not use web3 at all): the dev chain
+replays hundreds of swaps, each a handful of requests to a local node, and requests'
+per-call environment and proxy look-ups cost more than anvil's own work. This client
 keeps one ``http.client`` connection open and does nothing else.
 
 Guarantees:
