@@ -75,6 +75,13 @@ _WHEN_TRUE, _WHEN_FALSE, _CLEAR_TRUE, _CLEAR_FALSE = range(len(TRUTHS))
 _FIRING = int(State.FIRING)
 
 
+def _loop_ints(values: NDArray[Any]) -> NDArray[np.int64]:
+    """``values`` as the loop takes integer arrays: int64, C order, writable (a read-only
+    or strided array is another numba type, i.e. another compilation of the loop)."""
+    out = np.ascontiguousarray(values, dtype=np.int64)
+    return out if out.flags.writeable else out.copy()
+
+
 def _name(kind: type[State] | type[Signal], value: int) -> str:
     """The member name of ``value``, or the number when it is none (a corrupt state)."""
     try:
@@ -215,7 +222,7 @@ class LayerEngine:
         n_cols = int(rows.size)
         if n_cols == 0:
             return []
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        rows = _loop_ints(rows)
         offsets, columns = self._step_columns(n_cols)
         truth = self._truth(features, 1, n_cols, live=True)
         events = self._live_events
@@ -271,7 +278,7 @@ class LayerEngine:
         # At most one row per evaluated (layer, pool): a release is of an unmoved one.
         events = np.empty((max(len(self.layers) * rows.size, 1), len(EVENT_COLUMNS)), np.int64)
         n_events = machine.steps(
-            np.ascontiguousarray(times, dtype=np.int64),
+            _loop_ints(times),
             offsets,
             rows,
             rows,
@@ -309,9 +316,9 @@ class LayerEngine:
         if found is None:
             if len(self._columns) >= 64:  # a daemon sees a few sizes (pools per block)
                 self._columns.clear()
+            # Writable like every other argument of the loop: a read-only array is another
+            # numba type, i.e. a second compilation of the loop.
             found = (np.array((0, n_cols), dtype=np.int64), np.arange(n_cols, dtype=np.int64))
-            for array in found:
-                array.flags.writeable = False
             self._columns[n_cols] = found
         return found
 
