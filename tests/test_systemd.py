@@ -131,7 +131,7 @@ UNIT_CONTRACT = [
     ("ProtectSystem", "strict"),
     ("NoNewPrivileges", "yes"),
     ("PrivateTmp", "yes"),
-    ("MemoryDenyWriteExecute", "yes"),
+    ("CacheDirectory", "alvh"),  # numba's cache: NUMBA_CACHE_DIR, below
     ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),  # RPC, broker, notify socket
     ("CapabilityBoundingSet", ""),
     ("AmbientCapabilities", ""),
@@ -151,6 +151,15 @@ def test_unit_filters_system_calls_to_a_service_set() -> None:
         "@system-service",
         "~@privileged @resources",
     ]
+
+
+def test_unit_gives_numba_its_cache_directory() -> None:
+    # The package is read-only under ProtectSystem=strict and the dynamic user has no
+    # home: without NUMBA_CACHE_DIR numba finds nowhere to cache the compiled layer loop
+    # and refuses to load rules/layers/machine.py ("no locator available").
+    entries = _unit_entries(UNIT.read_text())
+    assert "NUMBA_CACHE_DIR=/var/cache/alvh" in entries["Environment"]
+    assert entries["CacheDirectory"] == ["alvh"]  # systemd's /var/cache/alvh, writable
 
 
 def test_unit_never_blocks_outbound_ip() -> None:
@@ -281,26 +290,26 @@ def test_unit_watchdog_matches_the_daemon_ping(monkeypatch: pytest.MonkeyPatch) 
 _PR_SET_MDWE = 65  # Linux 6.3+: the kernel's own W^X lock, close to what systemd enforces
 _PR_MDWE_REFUSE_EXEC_GAIN = 1
 
-_UNDER_MDWE = """
+_STEP_THE_LAYERS = """
 import ctypes, mmap, sys
-libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl({set_mdwe}, {refuse}, 0, 0, 0) != 0:
-    sys.exit("prctl(PR_SET_MDWE) failed: errno %d" % ctypes.get_errno())
-try:
-    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-except OSError:
-    pass
-else:
-    sys.exit("a writable+executable mapping was allowed: MDWE is not in force")
-import asyncio, sqlite3, ssl
+if sys.argv[1] == "mdwe":
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl({set_mdwe}, {refuse}, 0, 0, 0) != 0:
+        sys.exit("prctl(PR_SET_MDWE) failed: errno %d" % ctypes.get_errno())
+    try:
+        mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except OSError:
+        pass
+    else:
+        sys.exit("a writable+executable mapping was allowed: MDWE is not in force")
 import numpy as np
 import daemon.cli, daemon.service.daemon  # everything 'alvh run' loads
-x = np.random.default_rng(7).normal(size=(300, 300))
-assert np.isfinite(x @ x).all()
-db = sqlite3.connect(":memory:")
-db.execute("PRAGMA journal_mode=WAL")
-ssl.create_default_context()
-asyncio.run(asyncio.sleep(0))
+from rules.expr import parse
+from rules.layers.engine import LayerEngine, LayerSpec
+from rules.types import FEATURE_NAMES
+engine = LayerEngine([LayerSpec("L1", 1, parse("move_sigma >= 2", FEATURE_NAMES))], 2)
+transitions = engine.evaluate(0, np.arange(2), {{"move_sigma": np.array([3.0, 0.0])}})
+assert [t.event for t in transitions] == ["firing"], transitions
 print("ok")
 """
 
@@ -311,19 +320,27 @@ def _mdwe_available() -> bool:
     return libc.prctl(66, 0, 0, 0, 0) >= 0 or ctypes.get_errno() != errno.EINVAL
 
 
-def test_daemon_runs_without_writable_executable_memory() -> None:
-    """The unit sets MemoryDenyWriteExecute=yes: CPython, numpy, SQLite and OpenSSL as
-    the daemon loads them must not need W+X memory. Checked in a child process under the
-    kernel's PR_SET_MDWE lock (it also refuses the W+X mappings systemd's filter refuses)."""
+def test_the_daemon_needs_writable_executable_memory() -> None:
+    """Why the unit has no MemoryDenyWriteExecute=yes: the daemon steps the layer state
+    machine in numba-compiled code, and under the kernel's PR_SET_MDWE lock (which refuses
+    what systemd's filter refuses) numba cannot even be imported. The same child without
+    the lock steps the layers. If numba ever runs under the lock, this fails: put the
+    directive back."""
+    assert "MemoryDenyWriteExecute" not in _unit_entries(UNIT.read_text())
     if not sys.platform.startswith("linux") or not _mdwe_available():
         pytest.skip("needs Linux 6.3+ for PR_SET_MDWE; systemd's own check needs systemd")
-    script = _UNDER_MDWE.format(set_mdwe=_PR_SET_MDWE, refuse=_PR_MDWE_REFUSE_EXEC_GAIN)
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    script = _STEP_THE_LAYERS.format(set_mdwe=_PR_SET_MDWE, refuse=_PR_MDWE_REFUSE_EXEC_GAIN)
+    runs = {
+        mode: subprocess.run(
+            [sys.executable, "-c", script, mode],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=REPO_ROOT,
+        )
+        for mode in ("plain", "mdwe")
+    }
+    assert runs["plain"].returncode == 0, runs["plain"].stderr
+    assert runs["plain"].stdout.strip() == "ok"
+    assert runs["mdwe"].returncode != 0, runs["mdwe"].stdout
+    assert "cannot allocate executable memory" in runs["mdwe"].stderr, runs["mdwe"].stderr

@@ -185,6 +185,24 @@ class LayerEngine:
         )
         self._no_states_out = np.empty((0, *shape), dtype=np.int8)
         self._columns: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+        # Load the compiled loop (or compile it, once per machine): a daemon pays for it
+        # when it starts, not at its first block. Zero steps: nothing moves.
+        machine.steps(
+            np.zeros(0, dtype=np.int64),
+            np.zeros(1, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros((0, len(TRUTHS), len(self.layers), 0), dtype=np.bool_),
+            self.state,
+            self._timers,
+            self.notified,
+            self._settings,
+            self._next,
+            self._event,
+            False,
+            self._no_states_out,
+            self._live_events,
+        )
 
     @property
     def names(self) -> frozenset[str]:
