@@ -560,6 +560,21 @@ def test_a_row_outside_the_pools_raises_before_any_state_changes() -> None:
     assert same_state(eng.get_state(), before)
 
 
+def test_buffers_the_loop_writes_are_checked_before_it_runs() -> None:
+    eng, _ = _two_by_two()
+    before = eng.get_state()
+    with pytest.raises(ValueError, match="3 rows for 2 pools"):
+        eng.evaluate(T0 + STEP, np.array([0, 1, 1], dtype=np.int64), {"move_sigma": np.ones(3)})
+    with pytest.raises(ValueError, match=r"states_out has shape \(1, 2, 2\), not \(2, 2, 2\)"):
+        eng.evaluate_table(
+            T0 + STEP * np.arange(1, 3, dtype=np.int64),
+            np.ones((2, 2), dtype=np.bool_),
+            {"move_sigma": np.ones(4)},
+            np.empty((1, 2, 2), dtype=np.int8),
+        )
+    assert same_state(eng.get_state(), before)
+
+
 def test_a_table_stops_at_the_illegal_step_with_the_steps_before_applied() -> None:
     eng = LayerEngine([layer(for_=60)], 1)
     table = machine._NEXT.copy()

@@ -70,7 +70,7 @@ __all__ = [
 # Lookups for building transitions: enum construction and tuple-keyed dict lookups cost
 # about a microsecond each, and a busy step has tens of transitions.
 _STATE_OF: tuple[State, ...] = tuple(State)
-_REPEAT, _RELEASE = int(Signal.REPEAT), int(Signal.RELEASE)
+_REPEAT = int(Signal.REPEAT)
 _WHEN_TRUE, _WHEN_FALSE, _CLEAR_TRUE, _CLEAR_FALSE = range(len(TRUTHS))
 _FIRING = int(State.FIRING)
 
@@ -160,12 +160,8 @@ class LayerEngine:
         shape = (len(self.layers), n_pools)
         # The machine's state: the arrays the compiled loop reads and writes in place.
         self.state = np.zeros(shape, dtype=np.int8)
+        # The timer planes (machine.TIMERS), one array; by name through the properties below.
         self._timers = np.full((len(TIMERS), *shape), NO_TIME, dtype=np.int64)
-        # Views of the timer planes, by name (get_state and set_state go through them).
-        self.since: NDArray[np.int64] = self._timers[0]
-        self.clear_since: NDArray[np.int64] = self._timers[1]
-        self.last_notified: NDArray[np.int64] = self._timers[2]
-        self.cooldown_until: NDArray[np.int64] = self._timers[3]
         # Whether the current firing has been notified (False while inhibited).
         self.notified = np.zeros(shape, dtype=np.bool_)
         self._settings = machine.layer_settings(self.layers)
@@ -174,7 +170,9 @@ class LayerEngine:
         self._event = machine._EVENT
         self._whens = [spec.when for spec in self.layers]
         self._clear_whens = [
-            (li, spec.clear_when) for li, spec in enumerate(self.layers) if spec.clear_when
+            (li, spec.clear_when)
+            for li, spec in enumerate(self.layers)
+            if spec.clear_when is not None
         ]
         # A resolved event's reason without clear_when; rendering the rule costs ~10 us.
         self._no_longer_true = tuple(f"no longer true: {spec.when}" for spec in self.layers)
@@ -204,6 +202,31 @@ class LayerEngine:
             self._live_events,
         )
 
+    # Views, not attributes: a copied or unpickled engine keeps one set of arrays.
+    @property
+    def since(self) -> NDArray[np.int64]:
+        """When the current pending or firing began (``NO_TIME``: inactive)."""
+        plane: NDArray[np.int64] = self._timers[0]
+        return plane
+
+    @property
+    def clear_since(self) -> NDArray[np.int64]:
+        """When the clear condition began to hold while firing (``NO_TIME``: not clearing)."""
+        plane: NDArray[np.int64] = self._timers[1]
+        return plane
+
+    @property
+    def last_notified(self) -> NDArray[np.int64]:
+        """When the last firing or repeat was sent (or suppressed)."""
+        plane: NDArray[np.int64] = self._timers[2]
+        return plane
+
+    @property
+    def cooldown_until(self) -> NDArray[np.int64]:
+        """Until when a resolved layer stays inactive."""
+        plane: NDArray[np.int64] = self._timers[3]
+        return plane
+
     @property
     def names(self) -> frozenset[str]:
         out: frozenset[str] = frozenset()
@@ -231,7 +254,8 @@ class LayerEngine:
     ) -> list[Transition]:
         """Evaluate every layer on the pools ``rows`` at ``time`` (one step of the loop).
 
-        ``features`` maps each feature name to an array aligned with ``rows``.
+        ``features`` maps each feature name to an array aligned with ``rows`` (each pool
+        at most once).
         Returns the transitions in layer order, then in the order of ``rows``, then the
         released firings: every state change (pending, dropped: no event, no reason) and
         every alert event; with ``events_only`` only those that carry an event (the
@@ -240,6 +264,8 @@ class LayerEngine:
         n_cols = int(rows.size)
         if n_cols == 0:
             return []
+        if n_cols > self.n_pools:  # the event buffer has room for each pool once
+            raise ValueError(f"{n_cols} rows for {self.n_pools} pools: rows repeat a pool")
         rows = _loop_ints(rows)
         offsets, columns = self._step_columns(n_cols)
         truth = self._truth(features, 1, n_cols, live=True)
@@ -286,6 +312,11 @@ class LayerEngine:
         An illegal move raises with the state of the steps before it applied.
         """
         n_steps, n_pools = int(times.shape[0]), self.n_pools
+        if states_out.shape != (n_steps, len(self.layers), n_pools):  # the loop writes each
+            raise ValueError(
+                f"states_out has shape {states_out.shape}, "
+                f"not {(n_steps, len(self.layers), n_pools)}"
+            )
         present = np.asarray(present, dtype=np.bool_).reshape(n_steps, n_pools)
         truth = self._truth(features, n_steps, n_pools, live=False)
         counts = np.count_nonzero(present, axis=1)

@@ -224,8 +224,8 @@ class _Layer(Protocol):
 
 
 def layer_settings(layers: Sequence[_Layer]) -> NDArray[np.int64]:
-    """The settings array (:data:`SETTINGS`) of ``layers``, in the order the loop sees them
-    (sorted by level: inhibition looks only upwards)."""
+    """The settings array (:data:`SETTINGS`) of ``layers``: one row per layer, in the order
+    given (the loop's layer order: the engine sorts them by level, then name)."""
     out = np.array(
         [
             [
@@ -246,8 +246,8 @@ def layer_settings(layers: Sequence[_Layer]) -> NDArray[np.int64]:
 
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
-# The guards and actions are inlined into the loop (numba's IR inliner): as calls, each one
-# passes every array as a dozen scalars plus reference counts, a third of a calm step.
+# The guards and actions are inlined into the loop (numba's IR inliner), which spares a
+# call per (layer, pool); the guard takes scalars besides (see its docstring).
 _inline = njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
