@@ -185,21 +185,15 @@ class LayerEngine:
         self._columns: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
         # Load the compiled loop (or compile it, once per machine): a daemon pays for it
         # when it starts, not at its first block. Zero steps: nothing moves.
-        machine.steps(
+        self._run(
             np.zeros(0, dtype=np.int64),
             np.zeros(1, dtype=np.int64),
             np.zeros(0, dtype=np.int64),
             np.zeros(0, dtype=np.int64),
             np.zeros((0, len(TRUTHS), len(self.layers), 0), dtype=np.bool_),
-            self.state,
-            self._timers,
-            self.notified,
-            self._settings,
-            self._next,
-            self._event,
-            False,
-            self._no_states_out,
-            self._live_events,
+            statuses=False,
+            states_out=self._no_states_out,
+            events=self._live_events,
         )
 
     # Views, not attributes: a copied or unpickled engine keeps one set of arrays.
@@ -270,21 +264,15 @@ class LayerEngine:
         offsets, columns = self._step_columns(n_cols)
         truth = self._truth(features, 1, n_cols, live=True)
         events = self._live_events
-        n_events = machine.steps(
+        n_events = self._run(
             np.array((time,), dtype=np.int64),
             offsets,
             rows,
             columns,
             truth,
-            self.state,
-            self._timers,
-            self.notified,
-            self._settings,
-            self._next,
-            self._event,
-            not events_only,
-            self._no_states_out,
-            events,
+            statuses=not events_only,
+            states_out=self._no_states_out,
+            events=events,
         )
         if n_events < 0:
             self._refused(events[-1 - n_events])
@@ -326,21 +314,15 @@ class LayerEngine:
         rows = np.nonzero(present)[1].astype(np.int64)
         # At most one row per evaluated (layer, pool): a release is of an unmoved one.
         events = np.empty((max(len(self.layers) * rows.size, 1), len(EVENT_COLUMNS)), np.int64)
-        n_events = machine.steps(
+        n_events = self._run(
             _loop_ints(times),
             offsets,
             rows,
             rows,
             truth,
-            self.state,
-            self._timers,
-            self.notified,
-            self._settings,
-            self._next,
-            self._event,
-            False,
-            states_out,
-            events,
+            statuses=False,
+            states_out=states_out,
+            events=events,
         )
         if n_events < 0:
             self._refused(events[-1 - n_events])
@@ -358,6 +340,37 @@ class LayerEngine:
         """The :class:`Transition` of one event row of :meth:`evaluate_table`, with its
         reason read from ``features`` (the step's values, one per pool)."""
         return self._transition(event, time, features, int(event[EV_ROW]), block, block_hash)
+
+    def _run(
+        self,
+        times: NDArray[np.int64],
+        offsets: NDArray[np.int64],
+        rows: NDArray[np.int64],
+        columns: NDArray[np.int64],
+        truth: NDArray[np.bool_],
+        *,
+        statuses: bool,
+        states_out: NDArray[np.int8],
+        events: NDArray[np.int64],
+    ) -> int:
+        """:func:`rules.layers.machine.steps` on this engine's state, settings and table."""
+        n_events: int = machine.steps(
+            times,
+            offsets,
+            rows,
+            columns,
+            truth,
+            self.state,
+            self._timers,
+            self.notified,
+            self._settings,
+            self._next,
+            self._event,
+            statuses,
+            states_out,
+            events,
+        )
+        return n_events
 
     def _step_columns(self, n_cols: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Offsets and columns of one step of ``n_cols`` pools (cached per size)."""
