@@ -26,7 +26,7 @@ from rules.calendar import CalendarWindow
 from rules.features import kernels
 from rules.features.engine import ENGINE_FEATURES, FeatureParams
 from rules.hedge.advice import HedgeSpec
-from rules.layers.engine import LayerSpec, Signal, State
+from rules.layers.engine import LayerSpec
 from rules.pipeline import BatchResult, Pipeline, PipelineSpec, PoolInfo, compile_kernels
 from tests.test_backtest import (
     BAR,
@@ -76,17 +76,6 @@ def test_kernel_constants_are_the_engines() -> None:
     assert sorted(KERNEL_ROWS.values()) == sorted(ENGINE_FEATURES)
     for constant, feature in KERNEL_ROWS.items():
         assert getattr(kernels, constant) == ENGINE_FEATURES.index(feature), constant
-    assert tuple(State) == (kernels._INACTIVE, kernels._PENDING, kernels._FIRING)
-    assert tuple(Signal) == (
-        kernels._HOLD,
-        kernels._ACTIVATE,
-        kernels._FIRE,
-        kernels._DROP,
-        kernels._CLEAR_START,
-        kernels._CLEAR_RESET,
-        kernels._RESOLVE,
-        kernels._REPEAT,
-    )
 
 
 @st.composite

@@ -134,6 +134,7 @@ UNIT_CONTRACT = [
     ("ProtectSystem", "strict"),
     ("NoNewPrivileges", "yes"),
     ("PrivateTmp", "yes"),
+    ("CacheDirectory", "alvh"),  # numba's cache: NUMBA_CACHE_DIR, below
     ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),  # RPC, broker, notify socket
     ("CapabilityBoundingSet", ""),
     ("AmbientCapabilities", ""),
@@ -304,7 +305,7 @@ def test_unit_watchdog_matches_the_daemon_ping(monkeypatch: pytest.MonkeyPatch) 
 _PR_SET_MDWE = 65  # Linux 6.3+: the kernel's own W^X lock, close to what systemd enforces
 _PR_MDWE_REFUSE_EXEC_GAIN = 1
 
-_IMPORT_NUMBA = """
+_STEP_THE_LAYERS = """
 import ctypes, mmap, sys
 if sys.argv[1] == "mdwe":
     libc = ctypes.CDLL(None, use_errno=True)
@@ -316,13 +317,15 @@ if sys.argv[1] == "mdwe":
         pass
     else:
         sys.exit("a writable+executable mapping was allowed: MDWE is not in force")
-from numba import njit
-
-@njit
-def twice(x):
-    return 2 * x
-
-print(twice(21))
+import numpy as np
+import daemon.cli, daemon.service.daemon  # everything 'alvh run' loads
+from rules.expr import parse
+from rules.layers.engine import LayerEngine, LayerSpec
+from rules.types import FEATURE_NAMES
+engine = LayerEngine([LayerSpec("L1", 1, parse("move_sigma >= 2", FEATURE_NAMES))], 2)
+transitions = engine.evaluate(0, np.arange(2), {{"move_sigma": np.array([3.0, 0.0])}})
+assert [t.event for t in transitions] == ["firing"], transitions
+print("ok")
 """
 
 
@@ -332,16 +335,17 @@ def _mdwe_available() -> bool:
     return libc.prctl(66, 0, 0, 0, 0) >= 0 or ctypes.get_errno() != errno.EINVAL
 
 
-def test_numba_cannot_run_without_writable_executable_memory() -> None:
-    """Why the unit has no MemoryDenyWriteExecute=yes: numba's JIT, which runs the
-    daemon's compiled loops, fails under the kernel's PR_SET_MDWE lock (it refuses the
-    W+X mappings systemd's filter refuses), while the same child without the lock
-    compiles and runs. If numba ever runs under the lock, this fails: restore the
-    setting in the unit then."""
+def test_the_daemon_needs_writable_executable_memory() -> None:
+    """Why the unit has no MemoryDenyWriteExecute=yes: the daemon steps the layer state
+    machine in numba-compiled code, and under the kernel's PR_SET_MDWE lock (which refuses
+    what systemd's filter refuses) numba cannot even be imported. The same child without
+    the lock steps the layers. If numba ever runs under the lock, this fails: put the
+    directive back."""
+    assert "MemoryDenyWriteExecute" not in _unit_entries(UNIT.read_text())
     if not sys.platform.startswith("linux") or not _mdwe_available():
         pytest.skip("needs Linux 6.3+ for PR_SET_MDWE; systemd's own check needs systemd")
-    script = _IMPORT_NUMBA.format(set_mdwe=_PR_SET_MDWE, refuse=_PR_MDWE_REFUSE_EXEC_GAIN)
-    results = {
+    script = _STEP_THE_LAYERS.format(set_mdwe=_PR_SET_MDWE, refuse=_PR_MDWE_REFUSE_EXEC_GAIN)
+    runs = {
         mode: subprocess.run(
             [sys.executable, "-c", script, mode],
             capture_output=True,
@@ -351,7 +355,7 @@ def test_numba_cannot_run_without_writable_executable_memory() -> None:
         )
         for mode in ("plain", "mdwe")
     }
-    assert results["plain"].returncode == 0, results["plain"].stderr
-    assert results["plain"].stdout.strip() == "42"
-    assert results["mdwe"].returncode != 0
-    assert "cannot allocate executable memory" in results["mdwe"].stderr
+    assert runs["plain"].returncode == 0, runs["plain"].stderr
+    assert runs["plain"].stdout.strip() == "ok"
+    assert runs["mdwe"].returncode != 0, runs["mdwe"].stdout
+    assert "cannot allocate executable memory" in runs["mdwe"].stderr, runs["mdwe"].stderr

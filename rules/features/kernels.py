@@ -3,9 +3,9 @@
 What this module guarantees:
 
 - :func:`feature_steps` is the per-step code of :class:`rules.features.engine.FeatureEngine`
-  (bars, indicators, windows, every feature but ``corr``) and :func:`layer_steps` that of
-  :class:`rules.layers.engine.LayerEngine` (signals, transitions, timers, inhibition), written
-  as loops over steps and pools instead of numpy calls over pools. They are the same
+  (bars, indicators, windows, every feature but ``corr``), written as loops over steps and
+  pools instead of numpy calls over pools (the layer state machine is
+  :mod:`rules.layers.machine`, one implementation for both paths). They are the same
   computations, float operation for float operation, in the same order: IEEE 754 gives
   the same bits (numba compiles without fast-math, so nothing is reassociated or fused),
   and ``tests/test_kernels.py`` checks it against the per-step code on real data.
@@ -23,28 +23,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 from numba import njit
 
 from rules.features.engine import ENGINE_FEATURES
-from rules.layers.engine import (
-    _ACTIVATE,
-    _CLEAR_RESET,
-    _CLEAR_START,
-    _DROP,
-    _FIRE,
-    _FIRING,
-    _HOLD,
-    _INACTIVE,
-    _PENDING,
-    _REPEAT,
-    _RESOLVE,
-    EV_NOTIFY,
-    EV_RELEASED,
-    NO_TIME,
-)
 
-__all__ = ["FEATURE_INDEX", "feature_steps", "layer_steps"]
+__all__ = ["FEATURE_INDEX", "feature_steps"]
 
 #: Row of each feature in :func:`feature_steps`' output (``corr`` is never written).
 FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(ENGINE_FEATURES)}
@@ -620,198 +603,3 @@ def feature_steps(
         for p in range(n_pools):
             if present[t, p]:
                 out[_BREADTH, t, p] = float(breadth)
-
-
-# --------------------------------------------------------------------------- layers
-
-
-@_jit
-def _inhibitor(states: Any, inhibits: Any, li: int, p: int) -> int:
-    """``LayerEngine._inhibitors`` for one (layer, pool): the first firing inhibitor."""
-    for hi in range(inhibits.shape[0]):
-        if inhibits[hi, li] and states[hi, p] == _FIRING:
-            return hi
-    return -1
-
-
-@_jit
-def layer_steps(
-    times: Any,
-    present: Any,
-    when_true: Any,
-    when_false: Any,
-    clear_true: Any,
-    clear_false: Any,
-    state: Any,
-    timers: Any,
-    notified: Any,
-    settings: Any,
-    inhibits: Any,
-    next_state: Any,
-    states_out: Any,
-    events: Any,
-) -> int:
-    """Evaluate every layer on the pools ``present[t]`` at each of ``T`` times
-    (``LayerEngine.evaluate`` with ``events_only``), in place on the engine's state.
-
-    ``when_*``/``clear_*``: ``(L, T, P)`` truth tables (the clear condition already chosen
-    per layer). ``timers``: ``(since, clear_since, last_notified, cooldown_until)`` stacked,
-    ``(4, L, P)``. ``settings[li]``: ``(for, keep_firing_for, cooldown, repeat_interval,
-    start signal)``. ``inhibits[hi, li]``: layer ``hi`` inhibits layer ``li``.
-    ``next_state[state, signal]``: the transition table (-1: illegal).
-
-    Writes the state after each step into ``states_out[t]`` and one row per alert event
-    into ``events`` (:data:`rules.layers.engine.EVENT_COLUMNS`), in the order the engine
-    returns them: per step, events in layer then pool order, then released firings.
-    Returns the number of events, or ``-1 - index`` of the (layer, pool) whose move is
-    illegal (``index = layer * P + pool``; ``events[0]`` holds its step, state, signal).
-    """
-    n_layers, n_steps, n_pools = when_true.shape
-    since, clear_since = timers[0], timers[1]
-    last_notified, cooldown_until = timers[2], timers[3]
-    signal = np.zeros((n_layers, n_pools), dtype=np.int8)
-    previous = np.zeros((n_layers, n_pools), dtype=np.int8)
-    old_inh = np.full((n_layers, n_pools), -1, dtype=np.int64)
-    changed = np.zeros((n_layers, n_pools), dtype=np.bool_)
-    active = np.zeros(n_pools, dtype=np.bool_)
-    n_events = 0
-    for t in range(n_steps):
-        time = times[t]
-        any_active = False
-        for p in range(n_pools):
-            active[p] = False
-        for li in range(n_layers):
-            for_, keep_firing_for = settings[li, 0], settings[li, 1]
-            cooldown, repeat_interval = settings[li, 2], settings[li, 3]
-            for p in range(n_pools):
-                signal[li, p] = _HOLD
-                if not present[t, p]:
-                    continue  # a pool that was not sampled is not evaluated
-                s = state[li, p]
-                wt = when_true[li, t, p]
-                sig = _HOLD
-                if s == _INACTIVE:
-                    if wt and (cooldown_until[li, p] <= time or cooldown <= 0):
-                        sig = settings[li, 4]
-                elif s == _PENDING:
-                    if not wt:
-                        sig = _DROP
-                    elif time - since[li, p] >= for_:
-                        sig = _FIRE
-                elif s == _FIRING:
-                    clear = clear_true[li, t, p]
-                    clearing = clear_since[li, p] != NO_TIME
-                    if clear and not clearing:
-                        sig = _CLEAR_START
-                    if clear_false[li, t, p] and clearing:
-                        sig = _CLEAR_RESET
-                    held = time - clear_since[li, p] if clearing else 0
-                    if clear and held >= keep_firing_for:
-                        sig = _RESOLVE
-                    if (
-                        repeat_interval > 0
-                        and notified[li, p]
-                        and time - last_notified[li, p] >= repeat_interval
-                        and sig == _HOLD
-                        and not clear
-                    ):
-                        sig = _REPEAT
-                signal[li, p] = sig
-                if sig != _HOLD:
-                    active[p] = True
-                    any_active = True
-        if not any_active:
-            for li in range(n_layers):
-                for p in range(n_pools):
-                    states_out[t, li, p] = state[li, p]
-            continue
-        # The moves, all checked before any state changes.
-        for li in range(n_layers):
-            for p in range(n_pools):
-                if active[p]:
-                    nxt = next_state[state[li, p], signal[li, p]]
-                    if nxt < 0:
-                        events[0, 0] = t
-                        events[0, 3] = state[li, p]
-                        events[0, 5] = signal[li, p]
-                        return int(-1 - (li * n_pools + p))
-        # Timers, then the new states (inhibitors before and after).
-        for li in range(n_layers):
-            for p in range(n_pools):
-                if not active[p]:
-                    continue
-                sig = signal[li, p]
-                s = state[li, p]
-                if sig == _ACTIVATE or (sig == _FIRE and s == _INACTIVE):
-                    since[li, p] = time
-                elif sig == _DROP:
-                    since[li, p] = NO_TIME
-                if sig == _CLEAR_START:
-                    clear_since[li, p] = time
-                elif sig == _CLEAR_RESET or sig == _FIRE or sig == _RESOLVE:  # noqa: PLR1714, SIM109 - plain compares compile to plain code
-                    clear_since[li, p] = NO_TIME
-                if sig == _RESOLVE:
-                    cooldown_until[li, p] = time + settings[li, 2]
-        for li in range(n_layers):
-            for p in range(n_pools):
-                if active[p]:
-                    old_inh[li, p] = _inhibitor(state, inhibits, li, p)
-                    previous[li, p] = state[li, p]
-        for li in range(n_layers):
-            for p in range(n_pools):
-                if active[p]:
-                    state[li, p] = next_state[previous[li, p], signal[li, p]]
-        first_event = n_events
-        for li in range(n_layers):
-            for p in range(n_pools):
-                changed[li, p] = False
-                if not active[p]:
-                    continue
-                sig = signal[li, p]
-                prev = previous[li, p]
-                new = state[li, p]
-                if new == prev and sig != _REPEAT:
-                    continue
-                changed[li, p] = True
-                firing = sig == _FIRE or sig == _REPEAT  # noqa: PLR1714
-                if not firing and sig != _RESOLVE:
-                    continue  # no alert event (pending, dropped, clear timers)
-                inh = _inhibitor(state, inhibits, li, p)
-                if firing:
-                    notify = inh < 0
-                    if notify:
-                        notified[li, p] = True
-                    # A suppressed repeat restarts the repeat timer too.
-                    last_notified[li, p] = time
-                else:
-                    notify = notified[li, p]
-                    notified[li, p] = False
-                row = events[n_events]
-                row[0], row[1], row[2], row[3] = t, li, p, prev
-                row[4], row[5], row[6], row[7] = new, sig, inh, since[li, p]
-                row[EV_RELEASED], row[EV_NOTIFY] = 0, 1 if notify else 0
-                n_events += 1
-        # Lower layers still firing whose inhibitor just went away: notify them now.
-        for li in range(n_layers):
-            for p in range(n_pools):
-                if not active[p] or changed[li, p] or old_inh[li, p] < 0:
-                    continue
-                if state[li, p] != _FIRING or notified[li, p]:
-                    continue
-                if _inhibitor(state, inhibits, li, p) >= 0:
-                    continue
-                notified[li, p] = True
-                last_notified[li, p] = time
-                row = events[n_events]
-                row[0], row[1], row[2], row[3] = t, li, p, _FIRING
-                row[4], row[5], row[6], row[7] = _FIRING, _FIRE, old_inh[li, p], since[li, p]
-                row[EV_RELEASED], row[EV_NOTIFY] = 1, 1
-                n_events += 1
-        # Firing ended: reset the since marker after the event has captured it.
-        for e in range(first_event, n_events):
-            if events[e, 4] == _INACTIVE:
-                since[events[e, 1], events[e, 2]] = NO_TIME
-        for li in range(n_layers):
-            for p in range(n_pools):
-                states_out[t, li, p] = state[li, p]
-    return n_events
