@@ -360,7 +360,7 @@ class StreamingBBands(_Streaming):
     def __init__(self, n_series: int, period: int = 20, nbdev: float = 2.0) -> None:
         self.period = _check_period("period", period)
         self.nbdev = _check_nbdev(nbdev)
-        super().__init__(n_series, 4, 2)  # 4 sums; count, last change
+        super().__init__(n_series, 4, 3)  # 4 sums; count, last change, next slot
         self._ring = np.zeros((self.period, n_series))
 
     def _params(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from rules.alert import ALERT_VALUE_NAMES, Alert, LayerStatus, alert_id
 from rules.calendar import CalendarWindow, threshold_scale, threshold_scale_series
-from rules.features.bars import check_sample_values, is_all_rows
+from rules.features.bars import is_all_rows
 from rules.features.engine import FeatureEngine, FeatureSnapshot
 from rules.features.params import ENGINE_FEATURES, FeatureParams
 from rules.hedge.advice import Position, recommend
@@ -286,13 +286,9 @@ class Pipeline:
         block_hash: str,
         *,
         replay: bool,
-        scale: float | None = None,
-        statuses: bool = True,
-        samples_checked: bool = False,
     ) -> StepResult:
-        snapshot = self.features.update(time, rows, *columns, samples_checked=samples_checked)
-        if scale is None:
-            scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
+        snapshot = self.features.update(time, rows, *columns)
+        scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
         values: dict[str, NDArray[np.float64]] = dict(snapshot.values)
         values["threshold_scale"] = self._scale_column(rows.size, scale)
         if self._entries_unknown:
@@ -302,10 +298,7 @@ class Pipeline:
                     self._entry_price[int(rows[i])] = float(columns[0][i])
                 self._entry_known[rows[new_rows]] = True
                 self._entries_unknown = int(np.count_nonzero(~self._entry_known))
-        # Without statuses only event transitions matter: the engine skips building the rest.
-        transitions = self.engine.evaluate(
-            time, rows, values, block=block, block_hash=block_hash, events_only=not statuses
-        )
+        transitions = self.engine.evaluate(time, rows, values, block=block, block_hash=block_hash)
         result = StepResult(
             time=time, snapshot=snapshot, threshold_scale=scale, transitions=transitions
         )
@@ -316,7 +309,6 @@ class Pipeline:
             rows,
             values,
             scale,
-            statuses,
             result.alerts,
             result.suppressed,
             result.layers,
@@ -329,13 +321,12 @@ class Pipeline:
         rows: NDArray[np.int64],
         values: Mapping[str, NDArray[np.float64]],
         scale: float,
-        statuses: bool,
         alerts: list[Alert],
         suppressed: list[Alert],
         layers: list[LayerStatus],
     ) -> None:
-        """The alerts (and, with ``statuses``, the layer statuses) of one step's
-        transitions; ``values`` are aligned with ``rows``."""
+        """The alerts and the layer statuses of one step's transitions; ``values`` are
+        aligned with ``rows``."""
         if not transitions:
             return
         # Column of each transition's row (the row itself when every pool is in the step).
@@ -346,8 +337,7 @@ class Pipeline:
         )
         for tr in transitions:
             ci = tr.row if col_of is None else col_of[tr.row]
-            if statuses:
-                layers.append(self._status(tr, values, ci))
+            layers.append(self._status(tr, values, ci))
             if tr.event is None:
                 continue
             alert = self._alert(tr, values, ci, scale)
@@ -426,7 +416,7 @@ class Pipeline:
             c if mask is None else c[mask] for c in columns_of
         )
         try:
-            check_sample_values(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
+            self.features.check_samples(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
         except ValueError as exc:
             raise ValueError(f"step_many: {exc}") from None
         result = BatchResult(
@@ -548,7 +538,6 @@ class Pipeline:
                 rows,
                 values,
                 scales[t],
-                True,
                 result.alerts,
                 result.suppressed,
                 result.layers,

@@ -4,8 +4,14 @@ The compiled loop (:mod:`rules.features.kernels`) is the one implementation of b
 features; this module is what it must compute, written from the rules of
 :mod:`rules.features.bars` and the definitions of :mod:`rules.features.proxies` without
 looking at it: per-pool lists of bars, whole series, numpy reductions over windows, no
-running sums, no state shared between features. RSI, MACD and Bollinger Bands come from
-TA-Lib (the DESIGN.md oracle), not from :mod:`rules.indicators`.
+running sums, no state shared between features. RSI and MACD come from TA-Lib (the
+DESIGN.md oracle), not from :mod:`rules.indicators`; Bollinger Bands are the SMA and the
+two-pass population deviation of the window (TA-Lib's own running sums are less exact
+than the engine's shifted ones on a nearly flat window; test_indicators compares those).
+
+Running sums carry the rounding of their terms: a variance far below the mean square of
+its values is not computed exactly by them (nor meant to be), so :func:`well_conditioned`
+tells a test where a comparison to 1e-9 means something.
 """
 
 from __future__ import annotations
@@ -234,6 +240,29 @@ def _std(values: F64, ddof: int = 0) -> float:
     return float(np.std(values, ddof=ddof)) if values.size > ddof else math.nan
 
 
+def well_conditioned(values: F64) -> bool:
+    """Whether running sums give the variance of ``values`` to about 1e-9: all zero (a flat
+    window, known exactly), or a variance above 1e-6 of their mean square."""
+    if values.size < 2 or not np.all(np.isfinite(values)):
+        return True  # no variance is computed (warm-up, unknown values)
+    mean_square = float(np.mean(values * values))
+    return mean_square == 0.0 or float(np.var(values)) > 1e-6 * mean_square
+
+
+def conditioning(bars: PoolBars, params: FeatureParams) -> dict[str, bool]:
+    """Per feature group, whether the pool's windows are well conditioned (see
+    :func:`well_conditioned`): the sigma window (moves) and the realized-vol window."""
+    close = bars.series("close")
+    t = close.size - 1
+    ret = log_returns(close)
+    simple = close[1:] / close[:-1] - 1.0
+    w, wr = params.sigma_window, params.realized_vol_window
+    return {
+        "sigma": t < w + 1 or well_conditioned(ret[t - w : t]),
+        "realized_vol": t < wr or well_conditioned(simple[t - wr : t]),
+    }
+
+
 def features_of(bars: PoolBars, params: FeatureParams, fee: float) -> dict[str, float]:
     """Every per-pool feature at the forming bar (the last of ``bars.series``), each
     computed from the whole bar series at that one index."""
@@ -262,10 +291,12 @@ def features_of(bars: PoolBars, params: FeatureParams, fee: float) -> dict[str, 
     window = l_eq[-(p.bars_1h + 1) :]
     known = window[~np.isnan(window)]
     line, signal, hist = talib.MACD(close, p.macd_fast, p.macd_slow, p.macd_signal)
-    upper, middle, lower = talib.BBANDS(
-        close, p.bb_period, p.bb_nbdev, p.bb_nbdev, talib.MA_Type.SMA
-    )
-    width = upper[-1] - lower[-1]
+    window = close[-p.bb_period :]
+    middle = float(np.mean(window)) if close.size >= p.bb_period else math.nan
+    # A window without change has zero width (np.std of equal values can round above 0).
+    deviation = p.bb_nbdev * _std(window) if np.any(window != window[-1]) else 0.0
+    upper, lower = middle + deviation, middle - deviation
+    width = upper - lower
     values = {
         "price": close[t],
         "ret": ret[t],
@@ -278,10 +309,10 @@ def features_of(bars: PoolBars, params: FeatureParams, fee: float) -> dict[str, 
         "macd": line[-1],
         "macd_signal": signal[-1],
         "macd_hist": hist[-1],
-        "bb_upper": upper[-1],
-        "bb_middle": middle[-1],
-        "bb_lower": lower[-1],
-        "bb_pos": (close[t] - lower[-1]) / width if width > 0.0 else math.nan,
+        "bb_upper": upper,
+        "bb_middle": middle,
+        "bb_lower": lower,
+        "bb_pos": (close[t] - lower) / width if width > 0.0 else math.nan,
         "tvl": tvl[t],
         "tick_tvl": tick_tvl[t],
         "volume_24h": volume_24h,
@@ -305,13 +336,13 @@ def breadth_of(pools: list[PoolBars]) -> float:
     return total
 
 
-def corr_windows(pools: list[PoolBars], window: int) -> F64:
+def corr_windows(pools: list[PoolBars], window: int) -> tuple[F64, bool]:
     """The last ``window`` closed-bar log returns of each pool whose last closed bar is the
     newest of all and that has more than ``window`` closed bars (rows), with flat
-    windows (all returns zero) left out."""
+    windows (all returns zero) left out; and whether every one is well conditioned."""
     last = [b.closed[-1].index for b in pools if b.closed]
     if not last:
-        return np.zeros((0, window))
+        return np.zeros((0, window)), True
     newest = max(last)
     rows = []
     for bars in pools:
@@ -320,7 +351,7 @@ def corr_windows(pools: list[PoolBars], window: int) -> F64:
         ret = log_returns(np.array([b.close for b in bars.closed]))[-window:]
         if np.any(ret != 0.0):
             rows.append(ret)
-    return np.array(rows).reshape(len(rows), window)
+    return np.array(rows).reshape(len(rows), window), all(map(well_conditioned, rows))
 
 
 class FeatureOracle:
@@ -341,8 +372,9 @@ class FeatureOracle:
         volume: F64,
         swaps: I64,
         mev_swaps: I64,
-    ) -> tuple[dict[str, F64], I64]:
-        """(features aligned with ``rows``, the rows whose sample was late)."""
+    ) -> tuple[dict[str, F64], I64, dict[str, NDArray[np.bool_]]]:
+        """(features aligned with ``rows``, the rows whose sample was late, and per
+        feature whether each row's value is well conditioned: see :func:`conditioning`)."""
         late = []
         for i, row in enumerate(rows.tolist()):
             taken = self.pools[row].add(
@@ -360,7 +392,14 @@ class FeatureOracle:
         values = {name: np.array([v[name] for v in per_row]) for name in per_row[0]}
         n = rows.size
         values["breadth"] = np.full(n, breadth_of(self.pools))
-        corr = mean_pairwise_corr(corr_windows(self.pools, self.params.corr_window))
-        values["corr"] = np.full(n, corr)
+        windows, corr_ok = corr_windows(self.pools, self.params.corr_window)
+        values["corr"] = np.full(n, mean_pairwise_corr(windows))
         assert set(values) == set(ENGINE_FEATURES)
-        return values, np.array(late, dtype=np.int64)
+        groups = [conditioning(self.pools[r], self.params) for r in rows]
+        sigma = np.array([g["sigma"] for g in groups], dtype=np.bool_)
+        ok = {name: np.ones(n, dtype=np.bool_) for name in ENGINE_FEATURES}
+        for name in ("move_sigma", "move_sigma_1h", "move_sigma_4h", "move_sigma_24h"):
+            ok[name] = sigma
+        ok["realized_vol"] = np.array([g["realized_vol"] for g in groups], dtype=np.bool_)
+        ok["corr"] = np.full(n, corr_ok)
+        return values, np.array(late, dtype=np.int64), ok

@@ -667,7 +667,7 @@ def sequences(draw: st.DrawFn, max_updates: int = 40) -> Updates:
             # A little deterministic noise, so that no window is flat but for rounding
             # (a yardstick of ~0 makes any result meaningless), and no move is tiny.
             move += 1e-3 * (((u * 7919 + i * 104729) % 1000) / 1000.0 - 0.5)
-            price[r] *= math.exp(move if abs(move) >= 1e-4 else 1e-4)
+            price[r] *= math.exp(move if abs(move) >= 1e-4 else 1e-4 * (1 + u % 7))
         quiet = draw(st.booleans())
         volume = np.array([0.0 if quiet else float(draw(st.integers(0, 1000))) for _ in range(n)])
         swaps = np.array([0 if quiet else draw(st.integers(0, 5)) for _ in range(n)])
@@ -694,9 +694,18 @@ EXACT = {
 }
 
 
-def assert_matches(got: Mapping[str, F64], want: Mapping[str, F64], where: str) -> None:
+def assert_matches(
+    got: Mapping[str, F64],
+    want: Mapping[str, F64],
+    where: str,
+    ok: Mapping[str, NDArray[np.bool_]] | None = None,
+) -> None:
+    """``got == want`` per feature: bit for bit for :data:`EXACT`, else to 1e-9, on the
+    rows where ``ok`` says the value is well conditioned (``tests/oracles.py``)."""
     for name in ENGINE_FEATURES:
         g, w = np.asarray(got[name]), np.asarray(want[name])
+        if ok is not None:
+            g, w = g[ok[name]], w[ok[name]]
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=f"{where}: {name}")
         if name in EXACT:
             np.testing.assert_array_equal(g, w, err_msg=f"{where}: {name}")
@@ -709,12 +718,17 @@ def assert_matches(got: Mapping[str, F64], want: Mapping[str, F64], where: str) 
 def test_streaming_engine_equals_the_oracle(seq: Updates) -> None:
     engine = FeatureEngine(seq.params, seq.fees)
     oracle = oracles.FeatureOracle(seq.params, seq.fees)
+    compared = skipped = 0
     for u, (time, rows, columns) in enumerate(seq.updates):
         snap = engine.update(time, rows, *columns)
-        want, late = oracle.update(time, rows, *columns)
+        want, late, ok = oracle.update(time, rows, *columns)
         np.testing.assert_array_equal(snap.late_rows, late, err_msg=f"update {u}")
-        assert_matches(snap.values, want, f"update {u} at {time}, rows {rows.tolist()}")
+        assert_matches(snap.values, want, f"update {u} at {time}, rows {rows.tolist()}", ok)
+        compared += sum(int(np.count_nonzero(ok[name] & ~np.isnan(want[name]))) for name in ok)
+        skipped += sum(int(np.count_nonzero(~ok[name])) for name in ok)
     np.testing.assert_array_equal(engine.late_dropped, [b.late for b in oracle.pools])
+    # Ill-conditioned windows are rare: the comparisons are not skipped away.
+    assert skipped <= compared
 
 
 def _table(seq: Updates) -> dict[str, Any]:

@@ -21,20 +21,20 @@ The rules (implemented once, by the compiled loop
   them; the close (and TVL at close) is the sample with the latest time (a tie: the
   later call wins).
 
-This module holds what runs before the loop: :func:`validate_rows` and
-:func:`check_sample_values` (numpy only: the layer engine imports :func:`is_all_rows`,
-and checking a config must not load the compiler).
+This module holds what runs before the loop, in numpy only (the layer engine imports
+:func:`is_all_rows`, and checking a config must not load the compiler): the checks of
+rows and the shapes of the sample columns. The value rules of samples are checked in
+compiled code too (:meth:`rules.features.engine.FeatureEngine.check_samples`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["check_sample_values", "is_all_rows", "sample_columns", "validate_rows"]
+__all__ = ["is_all_rows", "sample_columns", "validate_rows"]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -75,28 +75,6 @@ def is_all_rows(idx: I64, n_pools: int) -> bool:
     if int(idx[0]) != 0 or int(idx[-1]) != n_pools - 1:
         return False
     return not np.count_nonzero(idx[1:] <= idx[:-1])
-
-
-def check_sample_values(
-    price: F64, volume: F64, tvl: F64, tick_tvl: F64, swaps: I64, mev_swaps: I64
-) -> None:
-    """The value rules of samples (any shape, all arrays alike); raises ValueError.
-
-    Prices are positive and finite, volumes >= 0 and finite, TVLs finite or NaN (not
-    known), and ``0 <= mev_swaps <= swaps``.
-    """
-    if price.size == 0:
-        return
-    # min/max propagate NaN, so one pair of reductions checks range and finiteness.
-    if not (float(price.min()) > 0.0 and float(price.max()) < math.inf):
-        raise ValueError("price must be positive and finite")
-    if not (float(volume.min()) >= 0.0 and float(volume.max()) < math.inf):
-        raise ValueError("volume must be >= 0 and finite")
-    for name, values in (("tvl", tvl), ("tick_tvl", tick_tvl)):
-        if np.count_nonzero(np.isinf(values)):
-            raise ValueError(f"{name} must be finite or NaN")
-    if int(mev_swaps.min()) < 0 or int((swaps - mev_swaps).min()) < 0:
-        raise ValueError("swap counts must satisfy 0 <= mev_swaps <= swaps")
 
 
 def sample_columns(

@@ -20,7 +20,7 @@ This is the only thing the rules engine reads. What it guarantees:
 - Each pool has its own bar timeline (bars close when that pool's next sample arrives),
   so the rows of one chain can be restored with ``set_state(state, rows)`` and replayed
   after a reorganisation while other pools go on. ``get_state`` is bit-exact: a plain
-  dict of four numpy arrays, ints and the settings (picklable); ``set_state`` checks all
+  dict of three numpy arrays, ints and the settings (picklable); ``set_state`` checks all
   of it before changing anything, and refuses a state of another format (an older
   version's checkpoint) with a ValueError.
 - A late sample (for a bar that already closed) is dropped and counted per pool
@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from rules.features.bars import check_sample_values, sample_columns, validate_rows
+from rules.features.bars import sample_columns, validate_rows
 from rules.features.params import ENGINE_FEATURES, FeatureParams
 
 __all__ = ["ENGINE_FEATURES", "FeatureEngine", "FeatureParams", "FeatureSnapshot"]
@@ -106,14 +106,13 @@ class FeatureSnapshot:
 class FeatureEngine:
     """Streaming features of ``n_pools`` pools (rows ``0 .. n_pools - 1``).
 
-    The state is four arrays, the ones the compiled loop works on (laid out by
+    The state is three arrays, the ones the compiled loop works on (laid out by
     :func:`rules.features.kernels.new_state`): per-pool values (:attr:`floats`,
-    :attr:`ints`, one row per pool) and windows (:attr:`rings`, :attr:`counts`, one column
-    per pool).
+    :attr:`ints`, one row per pool) and windows (:attr:`rings`, one column per pool).
     """
 
     #: The state arrays, by name in :meth:`get_state`, and the axis of their pools.
-    _STATE = (("floats", 0), ("ints", 0), ("rings", 1), ("counts", 1))
+    _STATE = (("floats", 0), ("ints", 0), ("rings", 1))
 
     def __init__(self, params: FeatureParams, fees: NDArray[np.float64]) -> None:
         # numba loads here, not at import: see the module docstring.
@@ -133,13 +132,15 @@ class FeatureEngine:
         #: Fee tier per pool (a fraction, NaN if unknown); may be updated in place.
         self.fees = fee_arr
         state = kernels.new_state(params, k)
-        self.floats, self.ints, self.rings, self.counts, self._layout, self._settings = state
+        self.floats, self.ints, self.rings, self._layout, self._settings = state
         # Cross-pool values carried between calls, derived from the state (never saved):
         # the breadth with every forming bar, and whether _corr is current.
         self._cross = np.zeros(2, dtype=np.int64)
         self._corr = np.full(1, math.nan)
         self._weights = np.zeros(k)  # scratch of the corr pass
         self._steps = kernels.feature_steps
+        self._check = kernels.check_samples
+        self._sample_errors = kernels.SAMPLE_ERRORS
         self._late_dropped = kernels.late_dropped
         self._breadth_total = kernels.breadth_total
         # One-step calls reuse these (the time and the bounds of its samples).
@@ -171,9 +172,8 @@ class FeatureEngine:
     ) -> FeatureSnapshot:
         """Feed one sample per row at ``time``; features of ``rows`` (forming bar peeked).
 
-        ``samples_checked``: the sample values already passed
-        :func:`rules.features.bars.check_sample_values` (a batch checks its whole table
-        at once).
+        ``samples_checked``: the sample values already passed :meth:`check_samples` (a
+        batch checks its whole table at once).
         """
         if isinstance(time, bool) or not isinstance(time, int | np.integer) or time < 0:
             raise ValueError(f"time must be an int >= 0 (unix seconds), got {time!r}")
@@ -183,7 +183,9 @@ class FeatureEngine:
         columns = sample_columns(n, price, tvl, tick_tvl, volume, swaps, mev_swaps)
         if n and not samples_checked:
             price_c, tvl_c, tick_tvl_c, volume_c, swaps_c, mev_swaps_c = columns
-            check_sample_values(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
+            code = self._check(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
+            if code:
+                raise ValueError(self._sample_errors[code])
         out = np.empty((_N_FEATURES, n))
         late = np.empty(n, dtype=np.bool_)
         self._one_time[0] = time
@@ -196,6 +198,31 @@ class FeatureEngine:
             values=dict(zip(ENGINE_FEATURES, out, strict=True)),
             late_rows=_read_only(idx[late]) if n_late else _NO_ROWS,
         )
+
+    def check_samples(
+        self,
+        price: NDArray[Any],
+        volume: NDArray[Any],
+        tvl: NDArray[Any],
+        tick_tvl: NDArray[Any],
+        swaps: NDArray[Any],
+        mev_swaps: NDArray[Any],
+    ) -> None:
+        """The value rules of samples (arrays of any one shape); raises ValueError.
+
+        Prices are positive and finite, volumes >= 0 and finite, TVLs finite or NaN (not
+        known), and ``0 <= mev_swaps <= swaps``.
+        """
+        code: int = self._check(
+            np.ascontiguousarray(price, dtype=np.float64).reshape(-1),
+            np.ascontiguousarray(volume, dtype=np.float64).reshape(-1),
+            np.ascontiguousarray(tvl, dtype=np.float64).reshape(-1),
+            np.ascontiguousarray(tick_tvl, dtype=np.float64).reshape(-1),
+            np.ascontiguousarray(swaps, dtype=np.int64).reshape(-1),
+            np.ascontiguousarray(mev_swaps, dtype=np.int64).reshape(-1),
+        )
+        if code:
+            raise ValueError(self._sample_errors[code])
 
     def update_table(
         self,
@@ -212,10 +239,9 @@ class FeatureEngine:
         the rows where ``present[t]`` (a time without any changes nothing), in one call.
 
         Every argument but ``times`` has shape ``(T, n_pools)``; the times are
-        non-decreasing and the present values were checked
-        (:func:`rules.features.bars.check_sample_values`). Returns ``out[f, t, row]``,
-        feature ``ENGINE_FEATURES[f]`` of each step's snapshot, NaN where the row has no
-        sample.
+        non-decreasing and the present values were checked (:meth:`check_samples`).
+        Returns ``out[f, t, row]``, feature ``ENGINE_FEATURES[f]`` of each step's
+        snapshot, NaN where the row has no sample.
         """
         k = self.n_pools
         stamps = np.ascontiguousarray(times, dtype=np.int64)
@@ -269,7 +295,6 @@ class FeatureEngine:
             self.floats,
             self.ints,
             self.rings,
-            self.counts,
             self._cross,
             self._corr,
             self._weights,

@@ -57,7 +57,9 @@ from rules.layers.engine import (
 
 __all__ = [
     "FEATURE_INDEX",
+    "SAMPLE_ERRORS",
     "bbands_step",
+    "check_samples",
     "ema_step",
     "feature_steps",
     "layer_steps",
@@ -258,7 +260,8 @@ def bbands_step(
 
     ``fl[p, f0 .. f0 + 3]`` = (SMA running total, shift, shifted sum, shifted sum of
     squares), ``ring[r0 + slot, p]`` the last ``period`` inputs (slot = index % period),
-    ``it[p, i0]``, ``it[p, i0 + 1]`` = (inputs since the start, index of the last change).
+    ``it[p, i0 .. i0 + 2]`` = (inputs since the start, index of the last change, the slot
+    of the next input: kept, so that no input costs an integer division).
 
     The middle band is the SMA in TA-Lib's order (add the new input, divide, subtract the
     oldest); the deviation is the population one of the window, computed on shifted data
@@ -271,9 +274,10 @@ def bbands_step(
         return _NAN, _NAN, _NAN
     j = c  # index of x in the series
     n = c + 1
+    slot = it[p, i0 + 2]  # j % period
     shift = x if c == 0 else fl[p, f0 + 1]
     last_change = it[p, i0 + 1]
-    if c > 0 and x != ring[r0 + (j - 1) % period, p]:
+    if c > 0 and x != ring[r0 + (slot - 1 if slot else period - 1), p]:
         last_change = j
     dv = x - shift
     u0 = fl[p, f0] + x
@@ -299,20 +303,22 @@ def bbands_step(
         return upper, mean, lower
     new_sma, new_dev, new_dev_sq = u0, u1, u2
     if n >= period:
-        oldest = ring[r0 + (j + 1) % period, p]  # leaves the window after this input
+        # The input that leaves the window after this one: period - 1 inputs back.
+        oldest = ring[r0 + (slot + 1 if slot + 1 < period else 0), p]
         d_old = oldest - shift
         new_sma = u0 - oldest
         new_dev = u1 - d_old
         d_old *= d_old
         new_dev_sq = u2 - d_old
-    ring[r0 + j % period, p] = x
+    ring[r0 + slot, p] = x
+    it[p, i0 + 2] = slot + 1 if slot + 1 < period else 0
     it[p, i0] = n
     it[p, i0 + 1] = last_change
     fl[p, f0] = new_sma
     fl[p, f0 + 1] = shift
     fl[p, f0 + 2] = new_dev
     fl[p, f0 + 3] = new_dev_sq
-    if n % period == 0:
+    if slot + 1 == period:  # n % period == 0
         # Re-centre: the ring now holds the window in time order.
         total = ring[r0, p]
         for slot in range(1, period):
@@ -388,7 +394,7 @@ def macd_rows(
 @_jit
 def bbands_series(x: Any, period: int, nbdev: float, out: Any) -> None:
     fl = np.zeros((1, 4))
-    it = np.zeros((1, 2), dtype=np.int64)
+    it = np.zeros((1, 3), dtype=np.int64)
     ring = np.zeros((period, 1))
     for t in range(x.size):
         out[0, t], out[1, t], out[2, t] = bbands_step(
@@ -415,28 +421,30 @@ def bbands_rows(
 
 
 # --------------------------------------------------------------------------- feature state
-# FeatureEngine's state is four arrays. Per-pool values are pool-major, floats[pool, field]
-# and ints[pool, field]: the forty-odd fields a step reads and writes for one pool sit in
-# a few adjacent cache lines, and a step over many pools walks them in one sequential
-# pass. Windows are slot-major rings, rings[row, pool] (floats) and counts[row, pool]
-# (ints), aligned on bar time across pools: pools closing the same bar touch one
-# contiguous row per ring, and corr sums a ring row across pools. The base row of each
-# ring depends on the window lengths (the layout vector).
+# FeatureEngine's state is three arrays. Per-pool values are pool-major, floats[pool,
+# field] and ints[pool, field]: the forty-odd fields a step reads and writes for one pool
+# sit in a few adjacent cache lines, and a step over many pools walks them in one
+# sequential pass. Windows are slot-major rings, rings[row, pool], aligned on bar time
+# across pools: pools closing the same bar touch one contiguous row per ring, and corr
+# sums a ring row across pools. The base row of each ring depends on the window lengths
+# (the layout vector). Windows are float64 only, counts too (whole numbers below 2**53
+# add exactly), and so are the last non-zero bars: an int64 store in the middle of the
+# float work makes the compiler reload what it read from the int64 inputs (it cannot
+# tell the arrays apart), which cost about a fifth of a bar close.
 
-# Float fields: the forming bar; per pool; window sums; indicator state.
+# Float fields: the forming bar; per pool; window sums and last non-zero bars; indicators.
 _F_CLOSE, _F_VOLUME, _F_TVL, _F_TICK_TVL = 0, 1, 2, 3
 _F_LAST_CLOSE, _F_LAST_LOG_CLOSE, _F_FORMING_LOG_CLOSE, _F_L_EQ_REF = 4, 5, 6, 7
-_F_SIGMA, _F_CORR, _F_RV, _F_VOLUME_SUM = 8, 10, 12, 14  # (sum, sum of squares) but volume
-_F_RSI, _F_MACD, _F_BB = 15, 18, 21  # (prev, gain, loss), (slow, fast, signal), 4 sums
-_N_FLOAT_FIELDS = 25
-# Int fields: the forming bar; per pool; last non-zero bar of each float window; the count
-# windows' sums; indicator counts.
+_F_SIGMA, _F_CORR, _F_RV = 8, 10, 12  # (sum, sum of squares)
+_F_VOLUME_SUM, _F_SWAPS_SUM, _F_MEV_SUM = 14, 15, 16
+_F_SIGMA_NZ, _F_CORR_NZ, _F_RV_NZ, _F_VOLUME_NZ = 17, 18, 19, 20
+_F_RSI, _F_MACD, _F_BB = 21, 24, 27  # (prev, gain, loss), (slow, fast, signal), 4 sums
+_N_FLOAT_FIELDS = 31
+# Int fields: the forming bar; per pool; indicator counts.
 _I_BAR, _I_CLOSE_TIME, _I_SWAPS, _I_MEV, _I_SAMPLES, _I_LATE = 0, 1, 2, 3, 4, 5
 _I_N_CLOSED, _I_LAST_CLOSED_BAR, _I_ADVANCE_DECLINE, _I_FORMING_SIGN = 6, 7, 8, 9
-_I_SIGMA_NZ, _I_CORR_NZ, _I_RV_NZ, _I_VOLUME_NZ = 10, 11, 12, 13
-_I_SWAPS_SUM, _I_MEV_SUM = 14, 15
-_I_RSI, _I_MACD, _I_BB = 16, 17, 18  # counts; bb: (count, last change)
-_N_INT_FIELDS = 20
+_I_RSI, _I_MACD, _I_BB = 10, 11, 12  # counts; bb: (count, last change, next slot)
+_N_INT_FIELDS = 15
 
 # The layout vector: settings, window lengths, ring base rows.
 (
@@ -485,10 +493,15 @@ _N_LAYOUT = 29
 ) = range(9)
 # Cross-pool values kept between calls (derived from the state: never saved).
 _X_BREADTH, _X_CORR_KNOWN = 0, 1
+# The ring rows of one bar (:func:`_window_slots`): the bar, then a row per window; the
+# close ring also at 1, 4 and 24 hours before it (the moves' references).
+_S_SIGMA, _S_CORR, _S_RV, _S_VOLUME, _S_SWAPS, _S_MEV, _S_CLOSE, _S_L_EQ = range(1, 9)
+_S_1H, _S_4H, _S_24H = 9, 10, 11
+_N_SLOTS = 12
 
 
 def new_state(params: FeatureParams, n_pools: int) -> tuple[NDArray[Any], ...]:
-    """A fresh engine state for ``n_pools`` pools: ``(floats, ints, rings, counts)``, and
+    """A fresh engine state for ``n_pools`` pools: ``(floats, ints, rings)``, and
     the settings the loop reads: ``layout`` (int64: the integer settings, window lengths
     and the base row of each ring) and ``settings`` (float64: EMA factors, ``nbdev``,
     scale factors)."""
@@ -521,6 +534,8 @@ def new_state(params: FeatureParams, n_pools: int) -> tuple[NDArray[Any], ...]:
         (_L_R_CORR, p.corr_window if own_corr else 0),
         (_L_R_RV, int(layout[_L_RV_LEN])),
         (_L_R_VOLUME, int(layout[_L_VOLUME_LEN])),
+        (_L_R_SWAPS, int(layout[_L_COUNT_LEN])),
+        (_L_R_MEV, int(layout[_L_COUNT_LEN])),
         (_L_R_BB, p.bb_period),
     ):
         layout[slot] = n_rings
@@ -528,22 +543,20 @@ def new_state(params: FeatureParams, n_pools: int) -> tuple[NDArray[Any], ...]:
     if not own_corr:
         layout[_L_R_CORR] = layout[_L_R_SIGMA]
     layout[_L_CORR_SUM] = _F_CORR if own_corr else _F_SIGMA
-    layout[_L_CORR_NZ] = _I_CORR_NZ if own_corr else _I_SIGMA_NZ
+    layout[_L_CORR_NZ] = _F_CORR_NZ if own_corr else _F_SIGMA_NZ
     layout[_L_CORR_OWN] = int(own_corr)
-    count_len = int(layout[_L_COUNT_LEN])
-    layout[_L_R_SWAPS], layout[_L_R_MEV] = 0, count_len
 
     k = n_pools
     floats = np.zeros((k, _N_FLOAT_FIELDS))
     unknown = [_F_CLOSE, _F_TVL, _F_TICK_TVL, _F_LAST_CLOSE, _F_LAST_LOG_CLOSE]
     floats[:, [*unknown, _F_FORMING_LOG_CLOSE, _F_L_EQ_REF]] = np.nan
+    floats[:, [_F_SIGMA_NZ, _F_CORR_NZ, _F_RV_NZ, _F_VOLUME_NZ]] = -1.0  # no bar yet
     ints = np.zeros((k, _N_INT_FIELDS), dtype=np.int64)
-    ints[:, [_I_BAR, _I_LAST_CLOSED_BAR, _I_SIGMA_NZ, _I_CORR_NZ, _I_RV_NZ, _I_VOLUME_NZ]] = -1
+    ints[:, [_I_BAR, _I_LAST_CLOSED_BAR]] = -1
     rings = np.zeros((n_rings, k))
     r_close, r_l_eq = int(layout[_L_R_CLOSE]), int(layout[_L_R_L_EQ])
     rings[r_close : r_close + int(layout[_L_CLOSE_LEN])] = np.nan
     rings[r_l_eq : r_l_eq + n_1h] = np.nan
-    counts = np.zeros((2 * count_len, k), dtype=np.int64)
     settings = np.array(
         [
             2.0 / (p.macd_fast + 1),
@@ -555,7 +568,7 @@ def new_state(params: FeatureParams, n_pools: int) -> tuple[NDArray[Any], ...]:
             *(1.0 / math.sqrt(n) for n in (n_1h, n_4h, n_24h)),
         ]
     )
-    return floats, ints, rings, counts, layout, settings
+    return floats, ints, rings, layout, settings
 
 
 def late_dropped(ints: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -575,9 +588,8 @@ def breadth_total(ints: NDArray[np.int64]) -> int:
 @_inline
 def _push(
     fl: Any,
-    it: Any,
     fr: Any,
-    ring: int,
+    slot: int,
     length: int,
     total: int,
     nonzero: int,
@@ -586,58 +598,80 @@ def _push(
     p: int,
     value: float,
 ) -> None:
-    """Push one closed bar's value into a window of the last ``length`` values (rows
-    ``ring + bar % length`` of the rings ``fr``): its sum (and sum of squares) as ``(sum +
-    new) - old`` in ``fl``, and the last bar with a non-zero value, so that a window of
-    zeros is known exactly whatever rounding the sums carry. ``length`` 0: always empty."""
+    """Push one closed bar's value into a window of the last ``length`` values (ring row
+    ``slot``, the bar's: see :func:`_window_slots`): its sum (and sum of squares) as
+    ``(sum + new) - old`` in ``fl``, and (field ``nonzero`` unless -1) the last bar with a
+    non-zero value, so that a window of zeros is known exactly whatever rounding the sums
+    carry (counts need none: their sums are exact). ``length`` 0: always empty."""
     if length == 0:
         return
-    slot = ring + bar % length
     old = fr[slot, p]
     fl[p, total] = (fl[p, total] + value) - old
     if squares:
         fl[p, total + 1] = (fl[p, total + 1] + value * value) - old * old
-    if value != 0:
-        it[p, nonzero] = bar
+    if nonzero >= 0 and value != 0:
+        fl[p, nonzero] = bar
     fr[slot, p] = value
 
 
 @_inline
-def _push_count(
-    it: Any, ir: Any, ring: int, length: int, total: int, bar: int, p: int, value: int
-) -> None:
-    """``_push`` for a window of integer counts: exact sums, no zero tracking needed."""
-    if length == 0:
+def _window_slots(slots: Any, lay: Any, bar: int) -> None:
+    """``slots[1:]``: the ring row of ``bar`` in each window (``_S_*``), for ``slots[0] ==
+    bar``. Pools of a step mostly close and peek the same bars: the integer divisions
+    (tens of cycles each) are done once per bar, not once per pool."""
+    if slots[0] == bar:
         return
-    slot = ring + bar % length
-    it[p, total] = (it[p, total] + value) - ir[slot, p]
-    ir[slot, p] = value
+    slots[0] = bar
+    slots[_S_SIGMA] = lay[_L_R_SIGMA] + bar % lay[_L_SIGMA_WINDOW]
+    slots[_S_CORR] = lay[_L_R_CORR] + bar % lay[_L_CORR_WINDOW]
+    if lay[_L_RV_LEN]:
+        slots[_S_RV] = lay[_L_R_RV] + bar % lay[_L_RV_LEN]
+    if lay[_L_VOLUME_LEN]:
+        slots[_S_VOLUME] = lay[_L_R_VOLUME] + bar % lay[_L_VOLUME_LEN]
+    if lay[_L_COUNT_LEN]:
+        slots[_S_SWAPS] = lay[_L_R_SWAPS] + bar % lay[_L_COUNT_LEN]
+        slots[_S_MEV] = lay[_L_R_MEV] + bar % lay[_L_COUNT_LEN]
+    r_close, close_len = lay[_L_R_CLOSE], lay[_L_CLOSE_LEN]
+    slots[_S_CLOSE] = r_close + bar % close_len
+    slots[_S_L_EQ] = lay[_L_R_L_EQ] + bar % lay[_L_L_EQ_LEN]
+    slots[_S_1H] = r_close + (bar - lay[_L_N_1H]) % close_len
+    slots[_S_4H] = r_close + (bar - lay[_L_N_4H]) % close_len
+    slots[_S_24H] = r_close + (bar - lay[_L_N_24H]) % close_len
 
 
 @_inline
 def _close_bars(
-    fl: Any, it: Any, fr: Any, ir: Any, cross: Any, lay: Any, fp: Any, p: int, bar: int
-) -> None:
+    fl: Any,
+    it: Any,
+    fr: Any,
+    slots: Any,
+    lay: Any,
+    fp: Any,
+    p: int,
+    bar: int,
+) -> int:
     """Close pool ``p``'s forming bar and one carried bar per empty interval up to
-    ``bar`` (excluded), committing each to the indicators and windows in time order."""
+    ``bar`` (excluded), committing each to the indicators and windows in time order.
+    Returns the change of the advance-decline line (breadth)."""
     cur = it[p, _I_BAR]
     fast, slow, signal = lay[_L_MACD_FAST], lay[_L_MACD_SLOW], lay[_L_MACD_SIGNAL]
     k_fast, k_slow, k_signal = fp[_P_K_FAST], fp[_P_K_SLOW], fp[_P_K_SIGNAL]
     rsi_period, bb_period = lay[_L_RSI_PERIOD], lay[_L_BB_PERIOD]
     nbdev = fp[_P_NBDEV]
     close = fl[p, _F_CLOSE]
+    advance = 0
     for g in range(bar - cur):
         closed_bar = cur + g
         if g == 0:
             samples = it[p, _I_SAMPLES]
             bar_volume = fl[p, _F_VOLUME]
-            bar_swaps = it[p, _I_SWAPS]
-            bar_mev = it[p, _I_MEV]
+            bar_swaps = float(it[p, _I_SWAPS])
+            bar_mev = float(it[p, _I_MEV])
         else:  # an empty interval carries the close
             samples = 0
             bar_volume = 0.0
-            bar_swaps = 0
-            bar_mev = 0
+            bar_swaps = 0.0
+            bar_mev = 0.0
         prev_log = fl[p, _F_LAST_LOG_CLOSE]
         # The log of the forming close was taken when it was last peeked.
         log_close = fl[p, _F_FORMING_LOG_CLOSE] if samples > 0 else prev_log
@@ -654,51 +688,62 @@ def _close_bars(
         )
         bbands_step(fl, it, fr, _F_BB, _I_BB, lay[_L_R_BB], p, close, bb_period, nbdev, True)
         cb = closed_bar
+        _window_slots(slots, lay, cb)
         sigma_window = lay[_L_SIGMA_WINDOW]
-        _push(fl, it, fr, lay[_L_R_SIGMA], sigma_window, _F_SIGMA, _I_SIGMA_NZ, True, cb, p, ret)
+        _push(fl, fr, slots[_S_SIGMA], sigma_window, _F_SIGMA, _F_SIGMA_NZ, True, cb, p, ret)
         if lay[_L_CORR_OWN]:
             corr_window = lay[_L_CORR_WINDOW]
-            _push(fl, it, fr, lay[_L_R_CORR], corr_window, _F_CORR, _I_CORR_NZ, True, cb, p, ret)
-        _push(fl, it, fr, lay[_L_R_RV], lay[_L_RV_LEN], _F_RV, _I_RV_NZ, True, cb, p, simple)
+            _push(fl, fr, slots[_S_CORR], corr_window, _F_CORR, _F_CORR_NZ, True, cb, p, ret)
+        _push(fl, fr, slots[_S_RV], lay[_L_RV_LEN], _F_RV, _F_RV_NZ, True, cb, p, simple)
+        volume_len = lay[_L_VOLUME_LEN]
         _push(
             fl,
-            it,
             fr,
-            lay[_L_R_VOLUME],
-            lay[_L_VOLUME_LEN],
+            slots[_S_VOLUME],
+            volume_len,
             _F_VOLUME_SUM,
-            _I_VOLUME_NZ,
+            _F_VOLUME_NZ,
             False,
             cb,
             p,
             bar_volume,
         )
         count_len = lay[_L_COUNT_LEN]
-        _push_count(it, ir, lay[_L_R_SWAPS], count_len, _I_SWAPS_SUM, cb, p, bar_swaps)
-        _push_count(it, ir, lay[_L_R_MEV], count_len, _I_MEV_SUM, cb, p, bar_mev)
-        close_len, l_eq_len = lay[_L_CLOSE_LEN], lay[_L_L_EQ_LEN]
-        fr[lay[_L_R_CLOSE] + cb % close_len, p] = log_close
-        r_l_eq = lay[_L_R_L_EQ]
-        fr[r_l_eq + cb % l_eq_len, p] = fl[p, _F_TVL] / math.sqrt(close)
-        ref = _NAN  # the largest known L_eq of the window
-        for slot in range(l_eq_len):
-            v = fr[r_l_eq + slot, p]
-            if math.isnan(ref) or v > ref:
-                ref = v if not math.isnan(v) else ref
+        _push(fl, fr, slots[_S_SWAPS], count_len, _F_SWAPS_SUM, -1, False, cb, p, bar_swaps)
+        _push(fl, fr, slots[_S_MEV], count_len, _F_MEV_SUM, -1, False, cb, p, bar_mev)
+        fr[slots[_S_CLOSE], p] = log_close
+        r_l_eq, l_eq_len = lay[_L_R_L_EQ], lay[_L_L_EQ_LEN]
+        slot = slots[_S_L_EQ]
+        evicted = fr[slot, p]
+        l_eq = fl[p, _F_TVL] / math.sqrt(close)
+        fr[slot, p] = l_eq
+        # The largest known L_eq of the window: the new value if it is larger; else the
+        # same unless the one that left was it (then the window is scanned again).
+        ref = fl[p, _F_L_EQ_REF]
+        if l_eq >= ref or math.isnan(ref):
+            if not math.isnan(l_eq):
+                ref = l_eq
+        elif evicted == ref:
+            ref = _NAN
+            for k in range(l_eq_len):
+                v = fr[r_l_eq + k, p]
+                if math.isnan(ref) or v > ref:
+                    ref = v if not math.isnan(v) else ref
         fl[p, _F_L_EQ_REF] = ref
         it[p, _I_LAST_CLOSED_BAR] = cb
         if ret > 0.0:
             it[p, _I_ADVANCE_DECLINE] += 1
-            cross[_X_BREADTH] += 1
+            advance += 1
         elif ret < 0.0:
             it[p, _I_ADVANCE_DECLINE] -= 1
-            cross[_X_BREADTH] -= 1
+            advance -= 1
         it[p, _I_N_CLOSED] += 1
         fl[p, _F_LAST_LOG_CLOSE] = log_close
         fl[p, _F_LAST_CLOSE] = close
     # The new forming bar (``bar``) starts with the sample that closed these.
     it[p, _I_BAR] = bar
     it[p, _I_SAMPLES] = 0
+    return advance
 
 
 @_inline
@@ -746,17 +791,15 @@ def _move(
     p: int,
     log_price: float,
     inv_sigma: float,
-    ring: int,
-    length: int,
-    forming_bar: int,
+    slot: int,
     n: int,
     n_closed: int,
     root: float,
 ) -> float:
     """``move_sigma_n``: the log move since the close ``n`` bars before the forming one
-    (ring rows ``ring + bar % length``), over ``sigma * sqrt(n)`` (``root = 1 / sqrt(n)``);
-    NaN before ``n`` closed bars."""
-    move = log_price - fr[ring + (forming_bar - n) % length, p]
+    (ring row ``slot``), over ``sigma * sqrt(n)`` (``root = 1 / sqrt(n)``); NaN before
+    ``n`` closed bars."""
+    move = log_price - fr[slot, p]
     move *= inv_sigma
     move *= root
     return move if n_closed >= n else _NAN
@@ -767,17 +810,18 @@ def _peek(
     fl: Any,
     it: Any,
     fr: Any,
-    cross: Any,
+    slots: Any,
     lay: Any,
     fp: Any,
     fees: Any,
     p: int,
     out: Any,
     col: int,
-) -> None:
+) -> int:
     """Every feature of pool ``p`` but the cross-pool ones into ``out[:, col]``, with the
     forming bar taken as if it closed now: nothing of it is committed, except the log of
-    its close (read back when it closes) and the sign of its return (breadth)."""
+    its close (read back when it closes) and the sign of its return (breadth). Returns the
+    change of the breadth."""
     close = fl[p, _F_CLOSE]
     bar_tvl = fl[p, _F_TVL]
     bar_tick_tvl = fl[p, _F_TICK_TVL]
@@ -791,7 +835,7 @@ def _peek(
         sign = 1
     elif ret < 0.0:
         sign = -1
-    cross[_X_BREADTH] += sign - it[p, _I_FORMING_SIGN]
+    change: int = sign - it[p, _I_FORMING_SIGN]
     it[p, _I_FORMING_SIGN] = sign
     out[_PRICE, col] = close
     out[_RET, col] = ret
@@ -804,20 +848,15 @@ def _peek(
     var /= -w
     var += fl[p, _F_SIGMA + 1]
     var /= w - 1
-    if it[p, _I_SIGMA_NZ] <= last_bar - w or var <= 0.0 or nc <= w:
+    if fl[p, _F_SIGMA_NZ] <= last_bar - w or var <= 0.0 or nc <= w:
         var = _NAN
     inv_sigma = 1.0 / math.sqrt(var)
     out[_MOVE_SIGMA, col] = ret * inv_sigma
-    forming_bar = it[p, _I_BAR]
-    r_close, close_len = lay[_L_R_CLOSE], lay[_L_CLOSE_LEN]
-    out[_MOVE_1H, col] = _move(
-        fr, p, lp, inv_sigma, r_close, close_len, forming_bar, lay[_L_N_1H], nc, fp[_P_ROOT_1H]
-    )
-    out[_MOVE_4H, col] = _move(
-        fr, p, lp, inv_sigma, r_close, close_len, forming_bar, lay[_L_N_4H], nc, fp[_P_ROOT_4H]
-    )
+    _window_slots(slots, lay, it[p, _I_BAR])  # the forming bar's
+    out[_MOVE_1H, col] = _move(fr, p, lp, inv_sigma, slots[_S_1H], lay[_L_N_1H], nc, fp[_P_ROOT_1H])
+    out[_MOVE_4H, col] = _move(fr, p, lp, inv_sigma, slots[_S_4H], lay[_L_N_4H], nc, fp[_P_ROOT_4H])
     out[_MOVE_24H, col] = _move(
-        fr, p, lp, inv_sigma, r_close, close_len, forming_bar, lay[_L_N_24H], nc, fp[_P_ROOT_24H]
+        fr, p, lp, inv_sigma, slots[_S_24H], lay[_L_N_24H], nc, fp[_P_ROOT_24H]
     )
     # Realized volatility: the committed window of simple returns and the forming one.
     wr = lay[_L_RV_WINDOW]
@@ -831,7 +870,7 @@ def _peek(
     mean *= mean
     rv_var -= mean
     rv_var = _max0(rv_var)
-    if it[p, _I_RV_NZ] <= last_bar - lay[_L_RV_LEN] and simple == 0.0:
+    if fl[p, _F_RV_NZ] <= last_bar - lay[_L_RV_LEN] and simple == 0.0:
         rv_var = 0.0  # a flat window is flat exactly
     rv = math.sqrt(rv_var)
     rv *= fp[_P_PPY_SQRT]
@@ -839,7 +878,7 @@ def _peek(
     # Volume over 24 hours (the forming bar's included), TVL / volume, Lambert's IV.
     forming_volume = fl[p, _F_VOLUME]
     volume_24h = fl[p, _F_VOLUME_SUM] + forming_volume
-    if it[p, _I_VOLUME_NZ] <= last_bar - lay[_L_VOLUME_LEN] or volume_24h < 0.0:
+    if fl[p, _F_VOLUME_NZ] <= last_bar - lay[_L_VOLUME_LEN] or volume_24h < 0.0:
         volume_24h = forming_volume
     out[_VOLUME_24H, col] = volume_24h
     out[_TVL_VOLUME, col] = bar_tvl / volume_24h if volume_24h > 0.0 else _NAN
@@ -860,8 +899,8 @@ def _peek(
     drain = 1.0 - drain
     drain = _max0(drain)
     out[_TVL_DRAIN, col] = drain if ref > 0.0 else _NAN
-    n_swaps = it[p, _I_SWAPS_SUM] + it[p, _I_SWAPS]
-    n_mev = it[p, _I_MEV_SUM] + it[p, _I_MEV]
+    n_swaps = fl[p, _F_SWAPS_SUM] + it[p, _I_SWAPS]
+    n_mev = fl[p, _F_MEV_SUM] + it[p, _I_MEV]
     out[_MEV_SCORE, col] = float(n_mev) / float(n_swaps) if n_swaps != 0 else _NAN
     line, sig, hist = macd_step(
         fl,
@@ -892,6 +931,7 @@ def _peek(
     bb_pos = close - lower
     bb_pos /= width
     out[_BB_POS, col] = bb_pos if width > 0.0 else _NAN
+    return change
 
 
 @_jit
@@ -916,7 +956,7 @@ def _mean_pairwise_corr(fl: Any, it: Any, fr: Any, lay: Any, weights: Any) -> fl
         weights[p] = 0.0
         if it[p, _I_LAST_CLOSED_BAR] != newest or it[p, _I_N_CLOSED] <= wc:
             continue  # not in the newest bar, or the window is not full
-        if it[p, nonzero] <= newest - wc:
+        if fl[p, nonzero] <= newest - wc:
             continue  # a flat window (all zero returns)
         total = fl[p, sums]
         mean = total / wc
@@ -952,6 +992,43 @@ def _mean_pairwise_corr(fl: Any, it: Any, fr: Any, lay: Any, weights: Any) -> fl
     return (acc - m) / (m * (m - 1))
 
 
+#: What :func:`check_samples` found wrong, by its code (0: nothing).
+SAMPLE_ERRORS = (
+    "",
+    "price must be positive and finite",
+    "volume must be >= 0 and finite",
+    "tvl must be finite or NaN",
+    "tick_tvl must be finite or NaN",
+    "swap counts must satisfy 0 <= mev_swaps <= swaps",
+)
+
+
+@_jit
+def check_samples(
+    price: Any, volume: Any, tvl: Any, tick_tvl: Any, swaps: Any, mev_swaps: Any
+) -> int:
+    """The value rules of samples (1-D arrays alike), column by column in this order: the
+    first broken one's :data:`SAMPLE_ERRORS` code, or 0. Prices are positive and finite,
+    volumes >= 0 and finite, TVLs finite or NaN (not known), ``0 <= mev_swaps <= swaps``."""
+    n = price.size
+    for i in range(n):
+        if not (price[i] > 0.0 and price[i] < math.inf):  # NaN fails both
+            return 1
+    for i in range(n):
+        if not (volume[i] >= 0.0 and volume[i] < math.inf):
+            return 2
+    for i in range(n):
+        if math.isinf(tvl[i]):
+            return 3
+    for i in range(n):
+        if math.isinf(tick_tvl[i]):
+            return 4
+    for i in range(n):
+        if mev_swaps[i] < 0 or mev_swaps[i] > swaps[i]:
+            return 5
+    return 0
+
+
 @_jit
 def feature_steps(
     times: Any,
@@ -969,7 +1046,6 @@ def feature_steps(
     fl: Any,
     it: Any,
     fr: Any,
-    ir: Any,
     cross: Any,
     corr: Any,
     weights: Any,
@@ -990,7 +1066,44 @@ def feature_steps(
     calls; ``weights`` is scratch, one per pool. Returns the number of late samples.
     """
     n_pools = fl.shape[0]
-    interval = lay[_L_INTERVAL]
+    # The settings as tuples (values, not memory): stores into the int and float state
+    # could alias the layout and settings arrays, so the compiler would reload (and
+    # recompute with) them at every use.
+    lt = (
+        lay[0],
+        lay[1],
+        lay[2],
+        lay[3],
+        lay[4],
+        lay[5],
+        lay[6],
+        lay[7],
+        lay[8],
+        lay[9],
+        lay[10],
+        lay[11],
+        lay[12],
+        lay[13],
+        lay[14],
+        lay[15],
+        lay[16],
+        lay[17],
+        lay[18],
+        lay[19],
+        lay[20],
+        lay[21],
+        lay[22],
+        lay[23],
+        lay[24],
+        lay[25],
+        lay[26],
+        lay[27],
+        lay[28],
+    )
+    ft = (fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], fp[8])
+    interval = lt[_L_INTERVAL]
+    slots = np.full(_N_SLOTS, -1, dtype=np.int64)
+    breadth = cross[_X_BREADTH]  # the running total, with every forming bar
     n_late = 0
     for t in range(times.size):
         time = times[t]
@@ -1006,7 +1119,7 @@ def feature_steps(
                 continue
             late[i] = False
             if cur >= 0 and bar > cur:
-                _close_bars(fl, it, fr, ir, cross, lay, fp, p, bar)
+                breadth += _close_bars(fl, it, fr, slots, lt, ft, p, bar)
                 cross[_X_CORR_KNOWN] = 0
             _add_sample(
                 fl,
@@ -1025,15 +1138,16 @@ def feature_steps(
             continue
         for i in range(first, end):
             p = rows[i]
-            _peek(fl, it, fr, cross, lay, fp, fees, p, out, t * n_pools + p if dense else i)
+            col = t * n_pools + p if dense else i
+            breadth += _peek(fl, it, fr, slots, lt, ft, fees, p, out, col)
         if not cross[_X_CORR_KNOWN]:
-            corr[0] = _mean_pairwise_corr(fl, it, fr, lay, weights)
+            corr[0] = _mean_pairwise_corr(fl, it, fr, lt, weights)
             cross[_X_CORR_KNOWN] = 1
-        breadth = float(cross[_X_BREADTH])
         for i in range(first, end):
             col = t * n_pools + rows[i] if dense else i
             out[_BREADTH, col] = breadth
             out[_CORR, col] = corr[0]
+    cross[_X_BREADTH] = breadth
     return n_late
 
 
