@@ -138,6 +138,7 @@ class FeatureEngine:
         self._cross = np.zeros(2, dtype=np.int64)
         self._corr = np.full(1, math.nan)
         self._weights = np.zeros(k)  # scratch of the corr pass
+        self._slots = np.zeros(kernels.N_SLOTS, dtype=np.int64)  # scratch: ring rows of a bar
         self._steps = kernels.feature_steps
         self._check = kernels.check_samples
         self._sample_errors = kernels.SAMPLE_ERRORS
@@ -298,6 +299,7 @@ class FeatureEngine:
             self._cross,
             self._corr,
             self._weights,
+            self._slots,
             self.fees,
             self._layout,
             self._settings,
