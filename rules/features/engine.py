@@ -168,21 +168,17 @@ class FeatureEngine:
         volume: NDArray[np.float64],
         swaps: NDArray[np.int64],
         mev_swaps: NDArray[np.int64],
-        *,
-        samples_checked: bool = False,
     ) -> FeatureSnapshot:
         """Feed one sample per row at ``time``; features of ``rows`` (forming bar peeked).
-
-        ``samples_checked``: the sample values already passed :meth:`check_samples` (a
-        batch checks its whole table at once).
-        """
+        Raises ValueError for a bad row or sample value (:meth:`check_samples`), with
+        nothing changed."""
         if isinstance(time, bool) or not isinstance(time, int | np.integer) or time < 0:
             raise ValueError(f"time must be an int >= 0 (unix seconds), got {time!r}")
         # One layout for the compiled loop (a strided view would compile another one).
         idx = np.ascontiguousarray(validate_rows(rows, self.n_pools, self._row_scratch))
         n = int(idx.size)
         columns = sample_columns(n, price, tvl, tick_tvl, volume, swaps, mev_swaps)
-        if n and not samples_checked:
+        if n:
             price_c, tvl_c, tick_tvl_c, volume_c, swaps_c, mev_swaps_c = columns
             code = self._check(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
             if code:
