@@ -14,11 +14,12 @@ interval = "1h"``, as ``alvh backtest --interval 1h`` runs it.
 Stages (wall time; the pipeline stages are timed inside the same run by wrapping the
 pipeline's own methods): load (files -> series), align (common grid), jit (loading the
 compiled loops from numba's cache, or compiling them when there is none: set-up does it
-once), features (``FeatureEngine.update_table``, the compiled loops; ``update`` on the
-per-step code), rules (``LayerEngine.evaluate_table``: expressions over the table, then
-the state machines, transitions and inhibition in compiled loops; ``evaluate`` on the
-per-step code, which also builds the reasons), alert reasons (the text of each alert
-event from its operand values, ``table_transition``), alerts (building ``Alert``
+once), features (``FeatureEngine.update_table``: the one feature loop over each table;
+``update`` runs the same loop for one step), rules (``LayerEngine.evaluate_table``:
+expressions over the table, then the state machines, transitions and inhibition in
+compiled loops; ``evaluate`` one step at a time, which also builds the reasons), alert
+reasons (the text of each alert event from its operand values, ``table_transition``),
+alerts (building ``Alert``
 objects: ids, values) of which hedge (``recommend``: Black-Scholes, IL, break-even),
 pipeline rest (``step_many``'s own work), report (P&L, trades, drawdowns), output
 (alerts.jsonl, report.json, charts, HTML). Every figure is wall time on this machine;
@@ -27,11 +28,10 @@ the output stage draws large charts in a second process while it writes the JSON
 the charts' own time.
 
 Baselines, measured in the same run on the first ``--baseline-steps`` times, each with a
-fresh pipeline: (a) one ``Pipeline.step`` call per pool per time (no vectorisation over
+fresh pipeline: (a) one ``Pipeline.step`` call per pool per time (no batching over
 pools), (b) one ``Pipeline.step`` per time for all pools (what the daemon does per
-block), (c) ``Pipeline.step_many`` on the per-step code (``compiled = False``) and (d) on
-the compiled loops (what the backtest does); for (c) and (d) also indicators + rules
-alone, alert reasons included on both sides.
+block), (c) ``Pipeline.step_many`` (what the backtest does); for (b) and (c) also
+indicators + rules alone, alert reasons included on both sides.
 """
 
 from __future__ import annotations
@@ -116,8 +116,26 @@ class Timer:
         return timed
 
 
-def baseline_steps(pipeline: Pipeline, aligned: Any, steps: int, per_pool: bool) -> float:
-    """Seconds for ``steps`` times through ``Pipeline.step`` (per pool or all pools)."""
+def core_timer(pipeline: Pipeline) -> Timer:
+    """Times indicators + rules of ``pipeline`` under the name "core": the feature engine
+    (a step or a table) and the layer engine (a step, or a table and the reasons of its
+    events: the per-step ``evaluate`` builds them itself), for like-for-like figures."""
+    core = Timer()
+    for owner, names in (
+        (pipeline.features, ("update", "update_table")),
+        (pipeline.engine, ("evaluate", "evaluate_table", "table_transition")),
+    ):
+        for name in names:
+            setattr(owner, name, core.wrap("core", getattr(owner, name)))
+    return core
+
+
+def baseline_steps(
+    pipeline: Pipeline, aligned: Any, steps: int, per_pool: bool
+) -> tuple[float, float]:
+    """(whole, of which indicators + rules) seconds for ``steps`` times through
+    ``Pipeline.step`` (per pool or all pools)."""
+    core = core_timer(pipeline)
     n_pools = aligned.price.shape[1]
     rows_all = np.arange(n_pools, dtype=np.int64)
     zeros = np.zeros(n_pools, dtype=np.int64)
@@ -150,7 +168,7 @@ def baseline_steps(pipeline: Pipeline, aligned: Any, steps: int, per_pool: bool)
                 zeros,
                 block=t,
             )
-    return time.perf_counter() - start
+    return time.perf_counter() - start, core.total.get("core", 0.0)
 
 
 def main() -> None:
@@ -183,20 +201,11 @@ def main() -> None:
 
         infos = [p.info for p in plans]
 
-        def batch_seconds(steps: int, compiled: bool) -> tuple[float, float]:
+        def batch_seconds(steps: int) -> tuple[float, float]:
             """(whole step_many, of which indicators + rules) seconds on a prefix."""
             zeros = np.zeros((steps, n_pools), dtype=np.int64)
             pipeline = Pipeline(spec, infos)
-            pipeline.compiled = compiled
-            core = Timer()
-            for owner, names in (
-                (pipeline.features, ("update", "update_table")),
-                # The per-step evaluate builds the alert reasons; the compiled path does
-                # in table_transition: both are counted, for a like-for-like figure.
-                (pipeline.engine, ("evaluate", "evaluate_table", "table_transition")),
-            ):
-                for name in names:
-                    setattr(owner, name, core.wrap("core", getattr(owner, name)))
+            core = core_timer(pipeline)
             start = time.perf_counter()
             pipeline.step_many(
                 aligned.times[:steps],
@@ -212,18 +221,17 @@ def main() -> None:
 
         # The compiled loops load from numba's cache (or compile, the first time ever):
         # a stage of its own, part of the total.
-        stages["jit"] = batch_seconds(2, compiled=True)[0]
+        stages["jit"] = batch_seconds(2)[0]
 
-        # Baselines on a prefix (fresh pipelines each, the same steps for all four).
+        # Baselines on a prefix (fresh pipelines each, the same steps for all three).
         b = min(args.baseline_steps, n_steps)
-        per_pool = baseline_steps(Pipeline(spec, infos), aligned, b, per_pool=True)
-        per_time = baseline_steps(Pipeline(spec, infos), aligned, b, per_pool=False)
-        batched, batched_core = batch_seconds(b, compiled=False)
-        batched_compiled, compiled_core = batch_seconds(b, compiled=True)
+        per_pool, _ = baseline_steps(Pipeline(spec, infos), aligned, b, per_pool=True)
+        per_time, per_time_core = baseline_steps(Pipeline(spec, infos), aligned, b, False)
+        batched, batched_core = batch_seconds(b)
 
         pipeline = Pipeline(spec, infos)
         timer = Timer()
-        # Both the per-step code and the compiled tables are timed (a batch takes one).
+        # Both the one-step and the table entry points are timed (a batch takes tables).
         features, engine = pipeline.features, pipeline.engine
         features.update = timer.wrap("features", features.update)  # type: ignore[method-assign]
         features.update_table = timer.wrap("features", features.update_table)  # type: ignore[method-assign]
@@ -314,18 +322,16 @@ def main() -> None:
             f"{timer.total.get('break_even', 0.0) / timer.calls['hedge'] * 1e3:.2f} ms"
         )
     print(
-        f"\nthe first {b} steps ({b * n_pools:,} pool-bars) four ways:\n"
+        f"\nthe first {b} steps ({b * n_pools:,} pool-bars) three ways:\n"
         f"  one Pipeline.step per pool per time:     {per_pool:7.2f} s "
         f"({b * n_pools / per_pool:9,.0f} pool-bars/s)\n"
         f"  one Pipeline.step per time (all pools):  {per_time:7.2f} s "
         f"({b * n_pools / per_time:9,.0f} pool-bars/s)\n"
-        f"  Pipeline.step_many, per-step code:       {batched:7.2f} s "
+        f"  Pipeline.step_many (tables):             {batched:7.2f} s "
         f"({b * n_pools / batched:9,.0f} pool-bars/s)\n"
-        f"  Pipeline.step_many, compiled loops:      {batched_compiled:7.2f} s "
-        f"({b * n_pools / batched_compiled:9,.0f} pool-bars/s)\n"
-        f"indicators + rules (with the alert reasons) on those steps: per-step code "
-        f"{b * n_pools / batched_core:,.0f} pool-bars/s, compiled loops "
-        f"{b * n_pools / compiled_core:,.0f} pool-bars/s ({batched_core / compiled_core:.0f}x)"
+        f"indicators + rules (with the alert reasons) on those steps: one step per time "
+        f"{b * n_pools / per_time_core:,.0f} pool-bars/s, tables "
+        f"{b * n_pools / batched_core:,.0f} pool-bars/s ({per_time_core / batched_core:.0f}x)"
     )
     targets = [
         ("indicators + rules >= 1,000,000 pool-bars/s", pool_bars / core >= 1_000_000),

@@ -6,7 +6,9 @@ Measures, in one run and on the same random-walk bars:
 
 1. ``FeatureEngine.update`` with every pool sampled once per bar (each call closes one
    bar per pool, commits RSI/MACD/BBANDS and every proxy, and peeks the forming bar):
-   the median wall time per bar, after a warm-up long enough to fill every window.
+   the median wall time per bar, after a warm-up long enough to fill every window. Also
+   the daemon's case: one update per block (12 s) for 3, 20 and 200 pools, inside a bar
+   and at a bar close (the per-call cost of the one compiled loop, Python included).
 2. TA-Lib recomputing RSI, MACD and BBANDS over the last 500 bars of every pool at every
    bar (what a stateless implementation does).
 3. pandas recomputing the same indicators and the rolling proxies (sigma, realized
@@ -21,11 +23,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import talib
+
+# The checkout's own code, not whatever alvh the interpreter has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rules.features.engine import FeatureEngine, FeatureParams
 
@@ -75,6 +82,26 @@ def bench_engine_peek(prices: np.ndarray, repeats: int) -> float:
         engine.update(base + i, rows, prices[400], ones * 1e6, ones * 1e4, ones, ints, zeros)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def bench_blocks(n_pools: int, blocks: int = 3000, block: int = 12) -> tuple[float, float]:
+    """Median seconds of an update per block for ``n_pools`` pools: (inside a bar, at the
+    first block of a bar)."""
+    rng = np.random.default_rng(3)
+    engine = FeatureEngine(FeatureParams(bar_interval=BAR), np.full(n_pools, 0.003))
+    rows = np.arange(n_pools, dtype=np.int64)
+    prices = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, (blocks, n_pools)), axis=0))
+    ones = np.ones(n_pools)
+    counts = np.ones(n_pools, dtype=np.int64)
+    zeros = np.zeros(n_pools, dtype=np.int64)
+    inside, closing = [], []
+    for i in range(blocks):
+        start = time.perf_counter()
+        engine.update(i * block, rows, prices[i], ones * 1e6, ones * 1e4, ones, counts, zeros)
+        elapsed = time.perf_counter() - start
+        if i >= blocks // 3:  # past the warm-up
+            (closing if (i * block) % BAR < block else inside).append(elapsed)
+    return statistics.median(inside), statistics.median(closing)
 
 
 def bench_talib(prices: np.ndarray, n_pools: int, bars: int) -> float:
@@ -144,6 +171,12 @@ def main() -> None:
     )
     peek_ms = bench_engine_peek(prices, 50) * 1e3
     print(f"  same engine, an update inside the forming bar (no close): median {peek_ms:.3f} ms")
+    for n in (3, 20, 200):
+        inside, closing = bench_blocks(n)
+        print(
+            f"  the daemon's step, {n} pools, one update per 12-s block: median "
+            f"{inside * 1e6:.1f} us inside a bar, {closing * 1e6:.1f} us at a bar close"
+        )
 
     talib_pools = min(args.talib_pools, args.pools)
     talib_sub = bench_talib(prices, talib_pools, 5)

@@ -38,7 +38,7 @@ from pydantic import (
 from rules.calendar import CalendarWindow, CronError, parse_cron
 from rules.durations import parse_duration, parse_iso_utc
 from rules.expr import Expr, ExprError, parse
-from rules.features.engine import FeatureParams
+from rules.features.params import FeatureParams
 from rules.hedge.advice import HedgeSpec, Position
 from rules.layers.engine import LayerSpec
 from rules.pipeline import PipelineSpec, PoolInfo

@@ -15,11 +15,13 @@ Guarantees:
   (warm restarts);
 - :meth:`Pipeline.step_many` (a batch of steps over a table of samples, what a replay
   or a catch-up feeds) is exactly the sequence of :meth:`Pipeline.step` calls it stands
-  for: the same alerts, in the same order, with the same ids, and the same state after;
-  it runs the same per-step code, minus what a batch can do once (validation, calendar
-  scales) and what it was told it does not need (layer statuses). Its sample values are
-  checked for the whole table before the first step, so a bad one anywhere is refused
-  with nothing stepped.
+  for: the same alerts, in the same order, with the same ids, and the same state after.
+  Both run the one feature loop (:mod:`rules.features.kernels`), a step for
+  :meth:`Pipeline.step` and a whole table for :meth:`Pipeline.step_many`; the layers of a
+  table are evaluated in one call too, or a step at a time when layer statuses are
+  wanted (what a catch-up publishes). A batch does once what it can (validation,
+  calendar scales): its sample values are checked for the whole table before the first
+  step, so a bad one anywhere is refused with nothing stepped.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ from numpy.typing import NDArray
 
 from rules.alert import ALERT_VALUE_NAMES, Alert, LayerStatus, alert_id
 from rules.calendar import CalendarWindow, threshold_scale, threshold_scale_series
-from rules.features.bars import check_sample_values, is_all_rows
-from rules.features.engine import ENGINE_FEATURES, FeatureEngine, FeatureParams, FeatureSnapshot
+from rules.features.bars import is_all_rows
+from rules.features.engine import FeatureEngine, FeatureSnapshot
+from rules.features.params import ENGINE_FEATURES, FeatureParams
 from rules.hedge.advice import Position, recommend
 from rules.layers.engine import LayerEngine, LayerSpec, State, Transition
 from rules.types import PoolId, PoolSample
@@ -127,10 +130,11 @@ _Columns = tuple[
 
 
 _SAMPLE_COLUMNS = ("price", "tvl", "tick_tvl", "volume", "swaps", "mev_swaps")
-#: Pool-steps per compiled chunk (:meth:`Pipeline._table_chunk`), whatever the number of
-#: pools: bounds what a chunk holds, per pool-step 25 floats of features and log price,
-#: 4 truth bytes per layer and an 80-byte event row per layer reserved (touched only
-#: where events happen): about 55 MiB written and 60 MiB more reserved at 3 layers.
+#: Pool-steps per chunk of :meth:`Pipeline.step_many` (:meth:`Pipeline._table_chunk`),
+#: whatever the number of pools: bounds what a chunk holds, per pool-step 24 floats of
+#: features, the gathered sample (6 values, its row), 4 truth bytes per layer and an
+#: 80-byte event row per layer reserved (touched only where events happen): about 65 MiB
+#: written and 60 MiB more reserved at 3 layers.
 TABLE_CELLS = 1 << 18
 
 
@@ -186,9 +190,6 @@ class Pipeline:
                 [i for i, info in enumerate(self.pools) if info.pool.chain == chain], dtype=np.int64
             )
             self._journals[chain] = _ChainJournal(rows=rows)
-        #: step_many runs its steps in compiled loops where it can (_table_applies);
-        #: False keeps it on the per-step code (the reference the tests compare with).
-        self.compiled = True
 
     def set_fee(self, row: int, fee: float) -> None:
         """Fee tier read on chain (the config may leave it unset)."""
@@ -285,13 +286,9 @@ class Pipeline:
         block_hash: str,
         *,
         replay: bool,
-        scale: float | None = None,
-        statuses: bool = True,
-        samples_checked: bool = False,
     ) -> StepResult:
-        snapshot = self.features.update(time, rows, *columns, samples_checked=samples_checked)
-        if scale is None:
-            scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
+        snapshot = self.features.update(time, rows, *columns)
+        scale = threshold_scale(self.spec.calendar, time) if self.spec.calendar else 1.0
         values: dict[str, NDArray[np.float64]] = dict(snapshot.values)
         values["threshold_scale"] = self._scale_column(rows.size, scale)
         if self._entries_unknown:
@@ -301,15 +298,37 @@ class Pipeline:
                     self._entry_price[int(rows[i])] = float(columns[0][i])
                 self._entry_known[rows[new_rows]] = True
                 self._entries_unknown = int(np.count_nonzero(~self._entry_known))
-        # Without statuses only event transitions matter: the engine skips building the rest.
-        transitions = self.engine.evaluate(
-            time, rows, values, block=block, block_hash=block_hash, events_only=not statuses
-        )
+        transitions = self.engine.evaluate(time, rows, values, block=block, block_hash=block_hash)
         result = StepResult(
             time=time, snapshot=snapshot, threshold_scale=scale, transitions=transitions
         )
         if replay or not transitions:
             return result
+        self._collect(
+            transitions,
+            rows,
+            values,
+            scale,
+            result.alerts,
+            result.suppressed,
+            result.layers,
+        )
+        return result
+
+    def _collect(
+        self,
+        transitions: list[Transition],
+        rows: NDArray[np.int64],
+        values: Mapping[str, NDArray[np.float64]],
+        scale: float,
+        alerts: list[Alert],
+        suppressed: list[Alert],
+        layers: list[LayerStatus],
+    ) -> None:
+        """The alerts and the layer statuses of one step's transitions; ``values`` are
+        aligned with ``rows``."""
+        if not transitions:
+            return
         # Column of each transition's row (the row itself when every pool is in the step).
         col_of = (
             None
@@ -318,16 +337,14 @@ class Pipeline:
         )
         for tr in transitions:
             ci = tr.row if col_of is None else col_of[tr.row]
-            if statuses:
-                result.layers.append(self._status(tr, values, ci))
+            layers.append(self._status(tr, values, ci))
             if tr.event is None:
                 continue
             alert = self._alert(tr, values, ci, scale)
             if tr.notify:
-                result.alerts.append(alert)
+                alerts.append(alert)
             else:
-                result.suppressed.append(alert)
-        return result
+                suppressed.append(alert)
 
     def step_many(
         self,
@@ -399,7 +416,7 @@ class Pipeline:
             c if mask is None else c[mask] for c in columns_of
         )
         try:
-            check_sample_values(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
+            self.features.check_samples(price_c, volume_c, tvl_c, tick_tvl_c, swaps_c, mev_swaps_c)
         except ValueError as exc:
             raise ValueError(f"step_many: {exc}") from None
         result = BatchResult(
@@ -408,91 +425,23 @@ class Pipeline:
             values={name: np.full((n_steps, n_pools), np.nan) for name in keep},
             threshold_scale=scales,
         )
-        if self.compiled and self._table_applies(stamps, keep, statuses):
-            # In chunks of TABLE_CELLS pool-steps: bounded feature, truth and event tables.
-            table_mask = np.ones((n_steps, n_pools), dtype=np.bool_) if mask is None else mask
-            chunk = max(1, TABLE_CELLS // n_pools)
-            for offset in range(0, n_steps, chunk):
-                part = slice(offset, min(offset + chunk, n_steps))
-                self._table_chunk(
-                    stamps[part],
-                    table_mask[part],
-                    tuple(column[part] for column in columns_of),
-                    block_numbers[part],
-                    block_hash,
-                    scales[part],
-                    result,
-                    offset,
-                )
-            return result
-        all_rows = np.arange(n_pools, dtype=np.int64)
-        everywhere: NDArray[np.bool_] | None = np.all(mask, axis=1) if mask is not None else None
-        kept = [name for name in keep if name != "threshold_scale"]
-        price_of, tvl_of, tick_tvl_of, volume_of, swaps_of, mev_swaps_of = columns_of
-        stamp_list, block_list, scale_list = (
-            stamps.tolist(),
-            block_numbers.tolist(),
-            scales.tolist(),
-        )
-        for t in range(n_steps):
-            columns: _Columns
-            where: slice | NDArray[np.int64]
-            if everywhere is None or everywhere[t]:
-                rows, where = all_rows, slice(None)
-                columns = (
-                    price_of[t],
-                    tvl_of[t],
-                    tick_tvl_of[t],
-                    volume_of[t],
-                    swaps_of[t],
-                    mev_swaps_of[t],
-                )
-            else:
-                assert mask is not None
-                rows = np.flatnonzero(mask[t]).astype(np.int64)
-                if rows.size == 0:
-                    result.states[t] = self.engine.state
-                    continue
-                where = rows
-                columns = tuple(column[t, rows] for column in columns_of)
-            step = self._step(
-                stamp_list[t],
-                rows,
-                columns,
-                block_list[t],
+        # In chunks of TABLE_CELLS pool-steps: bounded feature, truth and event tables.
+        table_mask = np.ones((n_steps, n_pools), dtype=np.bool_) if mask is None else mask
+        chunk = max(1, TABLE_CELLS // n_pools)
+        for offset in range(0, n_steps, chunk):
+            part = slice(offset, min(offset + chunk, n_steps))
+            self._table_chunk(
+                stamps[part],
+                table_mask[part],
+                tuple(column[part] for column in columns_of),
+                block_numbers[part],
                 block_hash,
-                replay=False,
-                scale=scale_list[t],
-                statuses=statuses,
-                samples_checked=True,
+                scales[part],
+                result,
+                offset,
+                statuses,
             )
-            result.states[t] = self.engine.state
-            if step.alerts:
-                result.alerts.extend(step.alerts)
-            if step.suppressed:
-                result.suppressed.extend(step.suppressed)
-            if step.layers:
-                result.layers.extend(step.layers)
-            snapshot_values = step.snapshot.values
-            for name in kept:
-                result.values[name][t, where] = snapshot_values[name]
-            if "threshold_scale" in result.values:
-                result.values["threshold_scale"][t, where] = scales[t]
         return result
-
-    def _table_applies(
-        self, stamps: NDArray[np.int64], keep: Sequence[str], statuses: bool
-    ) -> bool:
-        """Whether a batch can run in the compiled loops (:meth:`_table_chunk`): no layer
-        status wanted, ``corr`` neither read nor kept, and no sample late for the state the
-        pipeline is in."""
-        return (
-            not statuses
-            and stamps.size > 0
-            and "corr" not in keep
-            and "corr" not in self.engine.names
-            and self.features.can_update_table(int(stamps[0]))
-        )
 
     def _table_chunk(
         self,
@@ -504,10 +453,11 @@ class Pipeline:
         scales: NDArray[np.float64],
         result: BatchResult,
         offset: int,
+        statuses: bool,
     ) -> None:
-        """Steps ``offset ..`` of :meth:`step_many` in compiled loops (see
-        :mod:`rules.features.kernels`): the same alerts in the same order, the same states and
-        values, and the same state after, as the per-step code."""
+        """Steps ``offset ..`` of :meth:`step_many`: the features of the whole chunk in one
+        call of the feature engine, then the layers, over the table in one call when no
+        status is wanted, else one evaluation per step (as :meth:`step` does)."""
         n_steps, n_pools = stamps.size, len(self.pools)
         price = columns[0]
         if self._entries_unknown:
@@ -519,17 +469,22 @@ class Pipeline:
                 self._entry_known[row] = True
             self._entries_unknown = int(np.count_nonzero(~self._entry_known))
         table = self.table_features(stamps, present, *columns)
-        flat = {name: table[i].reshape(-1) for i, name in enumerate(ENGINE_FEATURES)}
-        flat["threshold_scale"] = np.repeat(scales, n_pools)
-        events = self.table_rules(stamps, present, flat, result.states[offset : offset + n_steps])
         for name, kept in result.values.items():
             if name == "threshold_scale":
                 kept[offset : offset + n_steps] = np.where(present, scales[:, None], np.nan)
             else:
                 kept[offset : offset + n_steps] = table[ENGINE_FEATURES.index(name)]
+        stamp_list, block_list, scale_list = stamps.tolist(), blocks.tolist(), scales.tolist()
+        if statuses:
+            self._chunk_steps(
+                table, present, stamp_list, block_list, block_hash, scale_list, result, offset
+            )
+            return
+        flat = {name: table[i].reshape(-1) for i, name in enumerate(ENGINE_FEATURES)}
+        flat["threshold_scale"] = np.repeat(scales, n_pools)
+        events = self.table_rules(stamps, present, flat, result.states[offset : offset + n_steps])
         if not events.size:
             return
-        stamp_list, block_list, scale_list = stamps.tolist(), blocks.tolist(), scales.tolist()
         step_of: int = -1
         values: dict[str, NDArray[np.float64]] = {}
         for event in events.tolist():
@@ -546,6 +501,47 @@ class Pipeline:
                 result.alerts.append(alert)
             else:
                 result.suppressed.append(alert)
+
+    def _chunk_steps(
+        self,
+        table: NDArray[np.float64],
+        present: NDArray[np.bool_],
+        stamps: list[int],
+        blocks: list[int],
+        block_hash: str,
+        scales: list[float],
+        result: BatchResult,
+        offset: int,
+    ) -> None:
+        """The layers of a chunk one step at a time (:meth:`LayerEngine.evaluate`), with
+        every transition's status, on the features the table pass computed."""
+        n_pools = len(self.pools)
+        all_rows = np.arange(n_pools, dtype=np.int64)
+        everywhere = np.all(present, axis=1)
+        for t in range(len(stamps)):
+            if everywhere[t]:
+                rows = all_rows
+                values = {name: table[i, t] for i, name in enumerate(ENGINE_FEATURES)}
+            else:
+                rows = np.flatnonzero(present[t]).astype(np.int64)
+                if rows.size == 0:
+                    result.states[offset + t] = self.engine.state
+                    continue
+                values = {name: table[i, t, rows] for i, name in enumerate(ENGINE_FEATURES)}
+            values["threshold_scale"] = self._scale_column(rows.size, scales[t])
+            transitions = self.engine.evaluate(
+                stamps[t], rows, values, block=blocks[t], block_hash=block_hash
+            )
+            result.states[offset + t] = self.engine.state
+            self._collect(
+                transitions,
+                rows,
+                values,
+                scales[t],
+                result.alerts,
+                result.suppressed,
+                result.layers,
+            )
 
     def table_features(
         self,
@@ -825,9 +821,11 @@ class Pipeline:
 
 
 def compile_kernels() -> None:
-    """Compile the loops of :meth:`Pipeline.step_many`'s compiled path, or load them from
-    numba's cache, by stepping a small table through them (set-up runs this, so that the
-    first backtest on a machine does not spend seconds compiling)."""
+    """Compile every loop the daemon and the backtest run (numba), or load them from
+    numba's cache: the feature loop through a step and through tables, the layer table
+    loop, and the indicators' own loops (set-up runs this, so that the first run on a
+    machine does not spend seconds compiling)."""
+    from rules import indicators  # noqa: PLC0415 - only this function needs them here
     from rules.expr import parse  # noqa: PLC0415 - only this function needs the parser
     from rules.types import FEATURE_NAMES  # noqa: PLC0415
 
@@ -842,8 +840,40 @@ def compile_kernels() -> None:
     times = np.arange(n_steps, dtype=np.int64) * interval
     price = np.full((n_steps, 2), 1.0)
     counts = np.zeros((n_steps, 2), dtype=np.int64)
-    batch = pipeline.step_many(
-        times, price, price, price, price, counts, counts, keep=("rsi",), statuses=False
-    )
-    if len(batch.alerts) != 2:  # L1 fires at once on both pools
-        raise RuntimeError(f"compiled loops: expected 2 alerts, got {len(batch.alerts)}")
+    # The daemon's step (the pools of one block), then tables: all pools present and
+    # some absent, without statuses (the backtest) and with them (a catch-up).
+    rows = np.arange(2, dtype=np.int64)
+    first = pipeline.step(0, rows, price[0], price[0], price[0], price[0], counts[0], counts[0])
+    present = np.ones((n_steps, 2), dtype=np.bool_)
+    present[1, 0] = False
+    batches = [
+        pipeline.step_many(
+            times + interval * (1 + k * n_steps),
+            price,
+            price,
+            price,
+            price,
+            counts,
+            counts,
+            present=present if k else None,
+            keep=("rsi",),
+            statuses=k == 1,
+        )
+        for k in range(2)
+    ]
+    fired = len(first.alerts) + sum(len(b.alerts) for b in batches)
+    if fired != 2:  # L1 fires at once on both pools, then holds
+        raise RuntimeError(f"compiled loops: expected 2 alerts, got {fired}")
+    series = np.linspace(1.0, 2.0, 40)
+    indicators.ema(series, 5)
+    indicators.rsi(series)
+    indicators.macd(series)
+    indicators.bbands(series)
+    for stream in (
+        indicators.StreamingEMA(1, 5),
+        indicators.StreamingRSI(1),
+        indicators.StreamingMACD(1),
+        indicators.StreamingBBands(1),
+    ):
+        stream.peek(series[:1])
+        stream.update(series[:1])

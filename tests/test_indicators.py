@@ -141,6 +141,17 @@ def test_flat_series_values_are_defined() -> None:
     assert np.nanmax(np.abs(hist)) < 1e-15
 
 
+@pytest.mark.parametrize("period", [2, 3, 5, 20])
+def test_a_window_that_became_flat_has_zero_width_at_once(period: int) -> None:
+    # The window's first value is the one that changed: no change inside the window.
+    x = np.array([1.0, 1.1, *[0.3] * period, 0.7, *[0.1] * (2 * period)])
+    upper, middle, lower = ind.bbands(x, period, 2.0)
+    flat = [period + 1, 2 * period + 2, len(x) - 1]
+    for i in flat:
+        assert upper[i] == lower[i] == middle[i], i
+    assert upper[period + 2] > lower[period + 2]  # the window with 0.7 in it
+
+
 def test_rsi_one_sided_moves() -> None:
     up = np.arange(1.0, 40.0)
     assert (ind.rsi(up)[14:] == 100.0).all()
