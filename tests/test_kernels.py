@@ -87,7 +87,8 @@ for statuses, mask in ((False, None), (True, present), (False, present)):
     )
     times = times + 5 * BAR
 after = signatures()
-print(sorted(n for n in after if after[n] != compiled[n]), compiled["rules.features.kernels.feature_steps"])
+feature_steps = compiled["rules.features.kernels.feature_steps"]
+print(sorted(n for n in after if after[n] != compiled[n]), feature_steps)
 """
 
 
