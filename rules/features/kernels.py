@@ -1150,4 +1150,3 @@ def feature_steps(
             out[_CORR, col] = corr[0]
     cross[_X_BREADTH] = breadth
     return n_late
-
