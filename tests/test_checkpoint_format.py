@@ -3,25 +3,29 @@ restored: the daemon logs a cold start instead of crashing, and runs on fresh st
 
 from __future__ import annotations
 
+import asyncio
+import tomllib
 from pathlib import Path
 
 import numpy as np
 from structlog.testing import capture_logs
 
-from daemon.config import load_config
-from daemon.service.daemon import CHECKPOINT_KEY, Daemon
+from daemon.config import parse_config
+from daemon.service.daemon import CHECKPOINT_KEY, Run
+from daemon.service.metrics import Metrics
+from daemon.service.sdnotify import Notifier
 from daemon.service.store import Store
 from rules.pipeline import Pipeline
+from tests.conftest import REPO_ROOT
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "alvh.toml"
 
-
-def test_an_old_checkpoint_starts_cold(tmp_path: Path) -> None:
-    cfg = load_config(EXAMPLE)
-    daemon = Daemon(cfg)
-    daemon.store = Store(tmp_path / "alvh.sqlite")
-    daemon.pipeline = Pipeline(cfg.pipeline_spec(), cfg.pool_infos())
-    fresh = daemon.pipeline.get_state()
+async def test_an_old_checkpoint_starts_cold(tmp_path: Path) -> None:
+    data = tomllib.loads((REPO_ROOT / "examples" / "alvh.toml").read_text())
+    data["daemon"]["state_dir"] = str(tmp_path)
+    data["mqtt"] = {"url": "mqtt://127.0.0.1:1"}  # never connected
+    data["chains"][0]["rpc"] = ["http://127.0.0.1:1"]
+    cfg = parse_config(data)
+    fresh = Pipeline(cfg.pipeline_spec(), cfg.pool_infos()).get_state()
     saved = Pipeline(cfg.pipeline_spec(), cfg.pool_infos()).get_state()
     n_pools = len(cfg.pool_infos())
     # The per-step engine's feature state (format 1): objects per indicator and window.
@@ -32,12 +36,25 @@ def test_an_old_checkpoint_starts_cold(tmp_path: Path) -> None:
         "rsi": {"kind": "rsi", "n_series": n_pools, "count": np.zeros(n_pools, dtype=np.int64)},
         "n_closed": np.zeros(n_pools, dtype=np.int64),
     }
-    daemon.store.put(CHECKPOINT_KEY, {"pipeline": saved, "chains": {}})
+    store = Store(tmp_path / "alvh.sqlite")
+    store.put(CHECKPOINT_KEY, {"pipeline": saved, "chains": {}})
+    store.close()
     with capture_logs() as logs:
-        daemon._restore()
-    cold = [e for e in logs if e["event"] == "checkpoint not restored, starting cold"]
-    assert len(cold) == 1
-    assert "format" in cold[0]["reason"]
-    state = daemon.pipeline.get_state()
-    for key in ("floats", "ints"):
-        np.testing.assert_array_equal(state["features"][key], fresh["features"][key])
+        run = Run(
+            cfg,
+            metrics=Metrics(),
+            notifier=Notifier(),
+            started_at="2026-01-01T00:00:00Z",
+            stop=asyncio.Event(),
+        )
+    try:
+        cold = [e for e in logs if e["event"] == "checkpoint not restored, starting cold"]
+        assert len(cold) == 1
+        assert "format" in cold[0]["reason"]
+        state = run.pipeline.get_state()
+        for key in ("floats", "ints"):
+            np.testing.assert_array_equal(state["features"][key], fresh["features"][key])
+    finally:
+        for rt in run.chains.values():
+            await rt.adapter.close()
+        run.store.close()

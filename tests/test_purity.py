@@ -82,21 +82,3 @@ def test_importing_every_rules_module_adds_nothing_to_what_numba_loads() -> None
     baseline = _forbidden_after(["numba"])
     assert baseline <= {"socket"}, baseline
     assert _forbidden_after(["numba", *modules]) == baseline
-
-
-def test_checking_a_config_does_not_load_the_compiler() -> None:
-    # alvh check-config reads the settings (rules.features.params) and builds no engine:
-    # numba and the compiled loops load with the first FeatureEngine, not before.
-    code = (
-        "import sys\n"
-        "from pathlib import Path\n"
-        "from daemon.check import check_config\n"
-        "check_config(Path('examples/alvh.toml'))\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'numba'"
-        " or m == 'rules.features.kernels'))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
-    )
-    assert out.stdout.splitlines()[0] == "examples/alvh.toml: ok"
-    assert out.stdout.splitlines()[-1] == "[]"
