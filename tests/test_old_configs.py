@@ -34,10 +34,13 @@ def test_an_old_config_keeps_its_layers_and_hedges(name: str) -> None:
     assert sorted(layers) == ["L1", "L2", "L3"]
     spec = cfg.pipeline_spec()
     by_name = {layer.name: layer for layer in spec.layers}
-    assert by_name["L1"].for_ == 600 and by_name["L1"].keep_firing_for == 1800
+    assert by_name["L1"].for_ == 600
+    assert by_name["L1"].keep_firing_for == 1800
     hedge_l1, hedge_l2 = by_name["L1"].hedge, by_name["L2"].hedge
-    assert hedge_l1 is not None and hedge_l1.instrument == "put"
-    assert hedge_l2 is not None and hedge_l2.instrument == "collar"
+    assert hedge_l1 is not None
+    assert hedge_l1.instrument == "put"
+    assert hedge_l2 is not None
+    assert hedge_l2.instrument == "collar"
     assert by_name["L3"].hedge is None
 
 
