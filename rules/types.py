@@ -22,6 +22,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "move_sigma_1h",
     "move_sigma_4h",
     "move_sigma_24h",
+    "drawdown_24h",
     "realized_vol",
     "rsi",
     "macd",

@@ -107,6 +107,15 @@ def move_sigma_n_series(close: F64, n: int, sigma_window: int) -> F64:
     return out
 
 
+def drawdown_series(close: F64, n: int) -> F64:
+    """``drawdown_24h`` of each bar: the fall of its close from the highest close of it and
+    the ``n`` bars before it, as a fraction; NaN for the first ``n`` bars."""
+    out = np.full(close.size, math.nan)
+    for t in range(n, close.size):
+        out[t] = 1.0 - close[t] / float(np.max(close[t - n : t + 1]))
+    return out
+
+
 def realized_vol_series(close: F64, window: int, periods: float) -> F64:
     """Tulip's ``volatility``: population std of ``window`` simple returns * sqrt(periods).
 
@@ -304,6 +313,11 @@ def features_of(bars: PoolBars, params: FeatureParams, fee: float) -> dict[str, 
         "move_sigma_1h": moves["1h"],
         "move_sigma_4h": moves["4h"],
         "move_sigma_24h": moves["24h"],
+        "drawdown_24h": (
+            1.0 - close[t] / float(np.max(close[t - p.bars_24h :]))
+            if t >= p.bars_24h
+            else math.nan
+        ),
         "realized_vol": _std(simple[t - wr : t]) * math.sqrt(ppy) if t >= wr else math.nan,
         "rsi": talib.RSI(close, p.rsi_period)[-1],
         "macd": line[-1],

@@ -285,6 +285,7 @@ def test_peeked_features_equal_definitions_at_bar_close(
             "move_sigma_1h": oracles.move_sigma_n_series(close, p.bars_1h, p.sigma_window),
             "move_sigma_4h": oracles.move_sigma_n_series(close, p.bars_4h, p.sigma_window),
             "move_sigma_24h": oracles.move_sigma_n_series(close, p.bars_24h, p.sigma_window),
+            "drawdown_24h": oracles.drawdown_series(close, p.bars_24h),
             "realized_vol": oracles.realized_vol_series(close, p.realized_vol_window, ppy),
             "tvl": tvl,
             "tick_tvl": tick_tvl,

@@ -24,6 +24,7 @@ KERNEL_ROWS = {
     "_MOVE_1H": "move_sigma_1h",
     "_MOVE_4H": "move_sigma_4h",
     "_MOVE_24H": "move_sigma_24h",
+    "_DRAWDOWN_24H": "drawdown_24h",
     "_REALIZED_VOL": "realized_vol",
     "_RSI": "rsi",
     "_MACD": "macd",

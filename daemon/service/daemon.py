@@ -67,6 +67,7 @@ TELEMETRY_FEATURES = (
     "ret",
     "move_sigma",
     "move_sigma_1h",
+    "drawdown_24h",
     "rsi",
     "macd",
     "macd_signal",

@@ -60,6 +60,7 @@ FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(ENGINE_FEATURE
     _MOVE_1H,
     _MOVE_4H,
     _MOVE_24H,
+    _DRAWDOWN_24H,
     _REALIZED_VOL,
     _RSI,
     _MACD,
@@ -438,7 +439,8 @@ _F_SIGMA, _F_CORR, _F_RV = 8, 10, 12  # (sum, sum of squares)
 _F_VOLUME_SUM, _F_SWAPS_SUM, _F_MEV_SUM = 14, 15, 16
 _F_SIGMA_NZ, _F_CORR_NZ, _F_RV_NZ, _F_VOLUME_NZ = 17, 18, 19, 20
 _F_RSI, _F_MACD, _F_BB = 21, 24, 27  # (prev, gain, loss), (slow, fast, signal), 4 sums
-_N_FLOAT_FIELDS = 31
+_F_CLOSE_MAX = 31  # the largest log close of the close ring (drawdown_24h)
+_N_FLOAT_FIELDS = 32
 # Int fields: the forming bar; per pool; indicator counts.
 _I_BAR, _I_CLOSE_TIME, _I_SWAPS, _I_MEV, _I_SAMPLES, _I_LATE = 0, 1, 2, 3, 4, 5
 _I_N_CLOSED, _I_LAST_CLOSED_BAR, _I_ADVANCE_DECLINE, _I_FORMING_SIGN = 6, 7, 8, 9
@@ -548,7 +550,7 @@ def new_state(params: FeatureParams, n_pools: int) -> tuple[NDArray[Any], ...]:
     k = n_pools
     floats = np.zeros((k, _N_FLOAT_FIELDS))
     unknown = [_F_CLOSE, _F_TVL, _F_TICK_TVL, _F_LAST_CLOSE, _F_LAST_LOG_CLOSE]
-    floats[:, [*unknown, _F_FORMING_LOG_CLOSE, _F_L_EQ_REF]] = np.nan
+    floats[:, [*unknown, _F_FORMING_LOG_CLOSE, _F_L_EQ_REF, _F_CLOSE_MAX]] = np.nan
     floats[:, [_F_SIGMA_NZ, _F_CORR_NZ, _F_RV_NZ, _F_VOLUME_NZ]] = -1.0  # no bar yet
     ints = np.zeros((k, _N_INT_FIELDS), dtype=np.int64)
     ints[:, [_I_BAR, _I_LAST_CLOSED_BAR]] = -1
@@ -710,7 +712,22 @@ def _close_bars(
         count_len = lay[_L_COUNT_LEN]
         _push(fl, fr, slots[_S_SWAPS], count_len, _F_SWAPS_SUM, -1, False, cb, p, bar_swaps)
         _push(fl, fr, slots[_S_MEV], count_len, _F_MEV_SUM, -1, False, cb, p, bar_mev)
-        fr[slots[_S_CLOSE], p] = log_close
+        slot = slots[_S_CLOSE]
+        evicted = fr[slot, p]
+        fr[slot, p] = log_close
+        # The largest log close of the ring (drawdown_24h), kept as L_eq's below is.
+        top = fl[p, _F_CLOSE_MAX]
+        if log_close >= top or math.isnan(top):
+            if not math.isnan(log_close):
+                top = log_close
+        elif evicted == top:
+            r_close = lay[_L_R_CLOSE]
+            top = _NAN
+            for k in range(lay[_L_CLOSE_LEN]):
+                v = fr[r_close + k, p]
+                if math.isnan(top) or v > top:
+                    top = v if not math.isnan(v) else top
+        fl[p, _F_CLOSE_MAX] = top
         r_l_eq, l_eq_len = lay[_L_R_L_EQ], lay[_L_L_EQ_LEN]
         slot = slots[_S_L_EQ]
         evicted = fr[slot, p]
@@ -857,6 +874,11 @@ def _peek(
     out[_MOVE_24H, col] = _move(
         fr, p, lp, inv_sigma, slots[_S_24H], lay[_L_N_24H], nc, fp[_P_ROOT_24H]
     )
+    # Drawdown: the fall from the highest close of the ring and the forming bar.
+    top = fl[p, _F_CLOSE_MAX]
+    if lp > top:
+        top = lp
+    out[_DRAWDOWN_24H, col] = -math.expm1(lp - top) if nc >= lay[_L_CLOSE_LEN] else _NAN
     # Realized volatility: the committed window of simple returns and the forming one.
     wr = lay[_L_RV_WINDOW]
     simple = close / fl[p, _F_LAST_CLOSE]

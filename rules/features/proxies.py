@@ -19,6 +19,11 @@ Definitions (bar ``t`` = the last closed bar, or the forming bar taken as if it 
   must not dampen its own yardstick). NaN until that window is full or when it is flat.
 - ``move_sigma_n``: ``(log(close_t) - log(close_{t-n})) / (sigma_t * sqrt(n))``, the move
   over ``n`` bars in units of the per-bar sigma scaled to ``n`` bars.
+- ``drawdown_24h``: the fall of the price from the highest close of the last 24 hours:
+  ``1 - close_t / max(close_{t-n} .. close_t)`` with ``n = bars_in(86400)`` (the ``n``
+  closed bars before bar ``t`` and bar ``t`` itself), a fraction in [0, 1); NaN until
+  ``n`` bars have closed. Unlike the sigma-scaled moves it is a level: a fall of 7 % is
+  7 % in a calm market and in a wild one.
 - ``realized_vol``: Tulip Indicators' ``volatility``: the population standard deviation
   of the last ``window`` simple returns ``close_t / close_{t-1} - 1``, annualised by
   ``sqrt(periods_per_year)``; Tulip uses 252 (daily bars, trading days), alvh uses the
