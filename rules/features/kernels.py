@@ -876,7 +876,7 @@ def _peek(
     )
     # Drawdown: the fall from the highest close of the ring and the forming bar.
     top = fl[p, _F_CLOSE_MAX]
-    if lp > top:
+    if lp > top:  # noqa: PLR1730 - a NaN maximum stays NaN (a plain compare, as elsewhere)
         top = lp
     out[_DRAWDOWN_24H, col] = -math.expm1(lp - top) if nc >= lay[_L_CLOSE_LEN] else _NAN
     # Realized volatility: the committed window of simple returns and the forming one.
