@@ -314,9 +314,7 @@ def features_of(bars: PoolBars, params: FeatureParams, fee: float) -> dict[str, 
         "move_sigma_4h": moves["4h"],
         "move_sigma_24h": moves["24h"],
         "drawdown_24h": (
-            1.0 - close[t] / float(np.max(close[t - p.bars_24h :]))
-            if t >= p.bars_24h
-            else math.nan
+            1.0 - close[t] / float(np.max(close[t - p.bars_24h :])) if t >= p.bars_24h else math.nan
         ),
         "realized_vol": _std(simple[t - wr : t]) * math.sqrt(ppy) if t >= wr else math.nan,
         "rsi": talib.RSI(close, p.rsi_period)[-1],
