@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.replay import ReplaySeries, load
-from daemon.backtest.report import option_mid, price_drawdowns
+from daemon.backtest.report import Drawdown, option_mid, price_drawdowns, warning
 from daemon.backtest.run import (
     BacktestOptions,
     apply_override,
@@ -305,6 +305,28 @@ def test_price_drawdowns(prices: list[float], expected: list[tuple[int, int, flo
     assert [(d.peak, d.trough, d.open) for d in found] == [(p, t, o) for p, t, _, o in expected]
     for d, (_, _, depth, _) in zip(found, expected, strict=True):
         assert d.depth == pytest.approx(depth)
+
+
+@pytest.mark.parametrize(
+    ("firing", "half", "first", "done"),
+    [
+        # peak 100 at row 0, trough 60 at row 4: half of the fall (80) is reached at row 2.
+        ([0, 0, 0, 0, 0], 2, None, None),  # never firing in the first half: not caught
+        ([0, 0, 0, 1, 1], 2, None, None),  # firing only after half of the fall: too late
+        ([0, 1, 0, 0, 0], 2, 1, 0.25),  # firing at 90: a quarter of the fall was done
+        ([0, 0, 1, 0, 0], 2, None, None),  # firing when half of the fall is done: too late
+        ([0, 1, 1, 0, 0], 2, 1, 0.25),
+        ([1, 1, 1, 1, 1], 2, 0, 0.0),  # already firing at the peak
+    ],
+)
+def test_warning_measures_how_much_of_the_fall_had_happened(
+    firing: list[int], half: int, first: int | None, done: float | None
+) -> None:
+    price = np.asarray([100.0, 90.0, 80.0, 70.0, 60.0])
+    early = warning(price, Drawdown(peak=0, trough=4, depth=0.4), np.asarray(firing, dtype=bool))
+    assert (early.half, early.first, early.before_half) == (half, first, first is not None)
+    assert early.fall_done == (None if done is None else pytest.approx(done))
+    assert early.last_bar == pytest.approx(0.25)  # 90 -> 80 of the fall of 40
 
 
 @settings(max_examples=100, deadline=None)
@@ -724,18 +746,18 @@ def test_sweep_runs_every_setting_in_worker_processes(
             "--jobs",
             "2",
             "--sweep",
-            "layers.L2.when=1.5,2.5,4",
+            "layers.L2.when=0.1,0.18,0.3",
         ],
         capsys,
     )
     assert code == 0, stderr
     lines = stdout.splitlines()
     assert lines[0].split()[:3] == ["setting", "layer", "fired"]
-    for value in ("1.5", "2.5", "4"):
+    for value in ("0.1", "0.18", "0.3"):
         assert sum(line.startswith(f"layers.L2.when={value} ") for line in lines) == 3
     runs = json.loads((out / "sweep.json").read_text())["runs"]
-    assert [r["setting"] for r in runs] == [{"layers.L2.when": v} for v in ("1.5", "2.5", "4")]
-    # L2 fires while |move_sigma| >= x (and macd_hist < 0): time in firing shrinks with x.
+    assert [r["setting"] for r in runs] == [{"layers.L2.when": v} for v in ("0.1", "0.18", "0.3")]
+    # L2 fires once drawdown_24h >= x: time in firing shrinks with x.
     shares = [
         next(x for x in r["layers"] if x["layer"] == "L2")["time_in_firing_share"] for r in runs
     ]

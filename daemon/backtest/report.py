@@ -488,7 +488,12 @@ class PoolResult:
                 hit = first_fire(layer.entries, t_peak, t_trough)
                 mask = self.firing_masks[layer.spec.name]
                 last = last_fire(layer.entries, t_peak, t_trough)
+                early = warning(price, dd, mask)
                 entry: dict[str, Any] = {
+                    "caught_before_half": early.before_half,
+                    "fall_done_when_firing": early.fall_done,
+                    "half_way": iso_utc(int(times[early.half])),
+                    "fall_in_half_way_bar": early.last_bar,
                     "firing_at_peak": bool(mask[dd.peak]),
                     "firing_at_trough": bool(mask[dd.trough]),
                     "first_fire": None,
@@ -547,7 +552,18 @@ class PoolResult:
                 "hold": self.hold.summary(),
             },
             "drawdowns": self.drawdown_json(),
-            "layers": [layer.summary() for layer in self.layers],
+            "layers": [self._layer_json(layer) for layer in self.layers],
+        }
+
+    def _layer_json(self, layer: LayerResult) -> dict[str, Any]:
+        early = warnings(self, layer)
+        done = [w.fall_done for w in early if w.fall_done is not None]
+        return {
+            **layer.summary(),
+            "drawdowns": len(early),
+            "drawdowns_caught_before_half": sum(w.before_half for w in early),
+            "fall_done_when_firing_median": statistics.median(done) if done else None,
+            "fall_done_when_firing_max": max(done) if done else None,
         }
 
 
@@ -644,6 +660,48 @@ def pool_result(
 # -- summaries -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class EarlyWarning:
+    """How early a layer warned of one drawdown. ``half`` is the first row whose price
+    has fallen half of the peak-to-trough fall or more; ``first`` the first row in
+    ``[peak, half)`` where the layer was firing (None: it was not firing before half of
+    the fall had happened); ``fall_done`` the share of the fall that had happened by then,
+    always below one half (0: already firing at the peak); ``last_bar`` the share of the
+    fall made by the one bar that crossed half-way (near one half or more: a gap that no
+    alert on bar closes could have seen coming)."""
+
+    half: int
+    first: int | None
+    fall_done: float | None
+    last_bar: float
+
+    @property
+    def before_half(self) -> bool:
+        """Firing at a row whose price had not yet fallen half of the fall."""
+        return self.first is not None
+
+
+def warning(price: F64, dd: Drawdown, firing: NDArray[np.bool_]) -> EarlyWarning:
+    """When ``firing`` first held in the first half of drawdown ``dd`` (see EarlyWarning)."""
+    fall = float(price[dd.peak] - price[dd.trough])
+    half_level = float(price[dd.peak]) - fall / 2
+    span = price[dd.peak : dd.trough + 1]
+    half = dd.peak + int(np.argmax(span <= half_level))
+    last_bar = float(price[half - 1] - price[half]) / fall if half > dd.peak and fall > 0 else 1.0
+    on = np.flatnonzero(firing[dd.peak : half])
+    if not on.size:
+        return EarlyWarning(half, None, None, last_bar)
+    first = dd.peak + int(on[0])
+    done = float(price[dd.peak] - price[first]) / fall if fall > 0 else 0.0
+    return EarlyWarning(half, first, max(0.0, done), last_bar)
+
+
+def warnings(result: PoolResult, layer: LayerResult) -> list[EarlyWarning]:
+    """The layer's :func:`warning` of every drawdown of the pool, in time order."""
+    mask = result.firing_masks[layer.spec.name]
+    return [warning(result.rows.price, dd, mask) for dd in result.drawdowns]
+
+
 def caught(result: PoolResult, layer: LayerResult) -> tuple[int, int, list[float]]:
     """(drawdowns where the layer fired in (peak, trough], drawdowns, lead hours of those)."""
     times = result.rows.times
@@ -700,6 +758,8 @@ def summary_lines(results: Sequence[PoolResult]) -> list[str]:
         )
         for layer in r.layers:
             hit, total, leads = caught(r, layer)
+            early = warnings(r, layer)
+            done = [w.fall_done for w in early if w.fall_done is not None]
             share = layer.time_in_firing / layer.span if layer.span else 0.0
             layer_rows.append(
                 [
@@ -709,6 +769,8 @@ def summary_lines(results: Sequence[PoolResult]) -> list[str]:
                     str(layer.notified),
                     f"{share * 100:.1f}%",
                     f"{hit}/{total}",
+                    f"{sum(w.before_half for w in early)}/{total}",
+                    f"{statistics.median(done) * 100:.0f}%/{max(done) * 100:.0f}%" if done else "-",
                     f"{statistics.median(leads):.0f}h" if leads else "-",
                     _pct(layer.hedged.final / layer.hedged.base) if layer.hedged else "-",
                     f"{layer.hedged.max_drawdown * 100:.1f}%" if layer.hedged else "-",
@@ -737,6 +799,8 @@ def summary_lines(results: Sequence[PoolResult]) -> list[str]:
             "notified",
             "in firing",
             "drawdowns hit",
+            "before half",
+            "fall done med/max",
             "median lead",
             "hedged by layer",
             "maxDD",
