@@ -620,6 +620,37 @@ def test_report_hedge_arithmetic_by_hand(black_thursday: Path) -> None:
 
 
 @pytest.mark.shared_data
+def test_example_layers_are_quiet_and_warn_of_every_fall_on_the_development_data(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16's targets for the example layers on ETH/USDT 1h 2018-2021: L1 firing at
+    most 5 % of hours and L2 at most 1.5 %, and L1 firing before half of the fall of every
+    20 %+ drawdown that did not cross half-way in a single bar (a gap: no alert on bar
+    closes can precede it)."""
+    out = tmp_path / "dev"
+    argv = ["-c", str(EXAMPLE), "--interval", "1h", "--data", str(shared_data / ETH_HOURLY)]
+    code, stdout, stderr = cli([*argv, "--out", str(out), "--no-chart"], capsys)
+    assert code == 0, stderr
+    (pool,) = json.loads((out / "report.json").read_text())["pools"]
+    layers = {layer["layer"]: layer for layer in pool["layers"]}
+    assert layers["L1"]["time_in_firing_share"] <= 0.05
+    assert layers["L2"]["time_in_firing_share"] <= 0.015
+    assert layers["L1"]["drawdowns"] == len(pool["drawdowns"]) == 35
+    missed = [d for d in pool["drawdowns"] if not d["layers"]["L1"]["caught_before_half"]]
+    assert all(d["layers"]["L1"]["fall_in_half_way_bar"] >= 0.4 for d in missed)
+    assert len(missed) <= 1
+    assert layers["L1"]["drawdowns_caught_before_half"] == 35 - len(missed)
+    caught = [d["layers"]["L1"]["fall_done_when_firing"] for d in pool["drawdowns"]]
+    done = [x for x in caught if x is not None]
+    assert max(done) == layers["L1"]["fall_done_when_firing_max"] < 0.5
+    # The summary table prints the same figures.
+    (row,) = [line for line in stdout.splitlines() if line.split()[1:2] == ["L1"]]
+    share = layers["L1"]["time_in_firing_share"] * 100
+    assert f"{share:.1f}%" in row
+    assert f"{35 - len(missed)}/35" in row
+
+
+@pytest.mark.shared_data
 @settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -46,14 +46,14 @@ when = "abs(move_sigma) >= 1 or rsii < 30"   # 5. unknown feature name
 def test_example_config_is_valid() -> None:
     cfg = load_config(EXAMPLE)
     assert [layer.name for layer in cfg.layers] == ["L1", "L2", "L3"]
-    assert cfg.layers[0].for_ == 600
-    assert cfg.layers[0].keep_firing_for == 1800
+    assert cfg.layers[0].cooldown == 12 * 3600
+    assert str(cfg.layers[1].clear_when) == "move_sigma_4h > 1"
     assert cfg.bars.interval == 300
     assert cfg.pools[0].position is not None
     assert cfg.pools[0].position.upper == 2600.0
     spec = cfg.pipeline_spec()
     assert spec.layers[1].hedge is not None
-    assert spec.layers[1].hedge.instrument == "collar"
+    assert spec.layers[1].hedge.instrument == "put"
     assert spec.calendar[0].threshold_scale == 0.75
 
 
