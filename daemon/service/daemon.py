@@ -14,6 +14,11 @@ Guarantees:
   :mod:`daemon.service.store`); pipeline state and chain cursors are checkpointed every
   ``checkpoint_interval`` and at shutdown, so a restart continues warm and
   re-processing after a crash reproduces the same ids (never a second firing);
+- the retained layer states are checkpointed with the state machines
+  (:mod:`daemon.service.layerstate`), so a restart republishes what was true; pools and
+  layers that left the config have their retained topics cleared and their notified
+  firings resolved ("removed from config"); a changed pool list keeps the unchanged pools
+  warm;
 - SIGTERM / SIGINT: stop within seconds, publish ``offline``, exit 0;
   SIGHUP: reload the config; an invalid new config is one logged error and the
   daemon keeps running on the old one;
@@ -708,7 +713,7 @@ class Run:
             )
             for a in resolved
         ]
-        if queued or before != self._ownership:
+        if queued or before != self._ownership or self.store.get(OWNERSHIP_KEY) is None:
             self.store.commit(queued, kv=[(OWNERSHIP_KEY, self._ownership.to_state())])
         for topic in sorted(removed):
             self.publisher.retain_abs(topic, None)
