@@ -133,8 +133,37 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerEvent:
+    """A published alert event of one layer on one pool, as its state topic recalls it."""
+
+    event: AlertEvent
+    time: int
+    since: int
+    block: int
+    alert_id: str
+
+    @classmethod
+    def of(cls, alert: Alert) -> LayerEvent:
+        return cls(alert.event, alert.time, alert.since, alert.block, alert.id)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "event": self.event,
+            "time": iso_utc(self.time),
+            "since": iso_utc(self.since),
+            "block": self.block,
+            "alert_id": self.alert_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LayerStatus:
-    """The retained state of one layer on one pool (``{prefix}/layers/{chain}/{pool}/{layer}``)."""
+    """The retained state of one layer on one pool (``{prefix}/layers/{chain}/{pool}/{layer}``).
+
+    ``time`` is the data time of the last change, None when the layer never changed (never
+    evaluated, or never true); ``last_event`` the last alert event published for it and
+    ``last_firing`` the last ``firing`` (what a consumer that only reads the retained state
+    needs to see a firing that fired and resolved between two of its reads)."""
 
     chain: str
     pool: str
@@ -142,22 +171,31 @@ class LayerStatus:
     level: int
     state: Literal["inactive", "pending", "firing"]
     since: int | None
-    time: int
+    time: int | None
     values: Mapping[str, float]
     reason: str = ""
     inhibited_by: str | None = None
+    last_event: LayerEvent | None = None
+    last_firing: LayerEvent | None = None
 
     def to_payload(self) -> dict[str, Any]:
         return {
             "state": self.state,
             "since": iso_utc(self.since) if self.since is not None else None,
-            "time": iso_utc(self.time),
+            "time": iso_utc(self.time) if self.time is not None else None,
             "layer": self.layer,
             "level": self.level,
             "reason": self.reason,
             "inhibited_by": self.inhibited_by,
             "values": {k: json_number(v) for k, v in self.values.items()},
+            "last_event": self.last_event.to_payload() if self.last_event else None,
+            "last_firing": self.last_firing.to_payload() if self.last_firing else None,
         }
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(chain, pool, layer)."""
+        return (self.chain, self.pool, self.layer)
 
     @property
     def topic_suffix(self) -> str:

@@ -779,7 +779,8 @@ class Pipeline:
                         level=spec.level,
                         state=_STATE_NAMES[state],
                         since=since if state != State.INACTIVE else None,
-                        time=since if state != State.INACTIVE else 0,
+                        # The engine keeps no time of the last change: what is known.
+                        time=since if state != State.INACTIVE else None,
                         values={},
                     )
                 )
@@ -791,6 +792,7 @@ class Pipeline:
         """Everything needed to continue exactly where this pipeline is (picklable)."""
         return {
             "pools": [str(info.pool) for info in self.pools],
+            "layer_specs": {spec.name: layer_fingerprint(spec) for spec in self.engine.layers},
             "features": self.features.get_state(),
             "engine": self.engine.get_state(),
             "entry_price": dict(self._entry_price),
@@ -798,26 +800,85 @@ class Pipeline:
             "fired": {c: list(j.fired) for c, j in self._journals.items()},
         }
 
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`get_state`. Pools are matched by identity; pools that are new
-        in this config start fresh."""
+    def set_state(self, state: Mapping[str, Any]) -> RestoreReport:
+        """Restore :meth:`get_state`, as much of it as still applies, and say what was.
+
+        Pools are matched by identity: the pools the saved table and this one share
+        continue warm, pools new in this config start fresh (a config that adds or removes
+        pools keeps every unchanged pool warm). Layers are matched by name and definition:
+        a layer whose rule changed (or a new one) starts cold, on every pool; the others
+        continue. Raises ValueError (and restores nothing) when the features cannot be
+        restored at all (other feature parameters or bar interval, another format).
+        """
         saved_pools: list[str] = list(state["pools"])
-        if saved_pools == [str(info.pool) for info in self.pools]:
-            self.features.set_state(state["features"])
-            self.engine.set_state(state["engine"])
-            self._entry_price = {int(k): float(v) for k, v in state["entry_price"].items()}
-            self._entry_known[:] = False
-            self._entry_known[list(self._entry_price)] = True
-            self._entries_unknown = int(np.count_nonzero(~self._entry_known))
-            for chain, journal in self._journals.items():
-                journal.last_block = int(state["last_block"].get(chain, -1))
-                journal.fired = deque(state["fired"].get(chain, []))
-                journal.snapshots.clear()
-                journal.steps.clear()
-            return
-        raise ValueError(
-            "the saved state was made for a different pool table; it cannot be restored row by row"
+        current = [str(info.pool) for info in self.pools]
+        saved_row = {name: i for i, name in enumerate(saved_pools)}
+        shared = [(row, saved_row[name]) for row, name in enumerate(current) if name in saved_row]
+        specs: Mapping[str, str] | None = state.get("layer_specs")
+        saved_layers = set(state["engine"]["layers"])
+        warm_layers = [
+            spec.name
+            for spec in self.engine.layers
+            if spec.name in saved_layers
+            and (specs is None or specs.get(spec.name) == layer_fingerprint(spec))
+        ]
+        report = RestoreReport(
+            pools=tuple(current[row] for row, _ in shared),
+            cold_pools=tuple(name for name in current if name not in saved_row),
+            layers=tuple(warm_layers),
+            cold_layers=tuple(s.name for s in self.engine.layers if s.name not in warm_layers),
         )
+        if not shared:
+            return report
+        rows = np.array([row for row, _ in shared], dtype=np.int64)
+        src = np.array([i for _, i in shared], dtype=np.int64)
+        if saved_pools == current:
+            self.features.set_state(state["features"])
+            self.engine.set_state(state["engine"], layers=warm_layers)
+        else:
+            self.features.set_state(state["features"], rows, source_rows=src)
+            self.engine.set_state(state["engine"], rows, source_rows=src, layers=warm_layers)
+        row_of_saved = {i: row for row, i in shared}
+        self._entry_price = {
+            row_of_saved[int(k)]: float(v)
+            for k, v in state["entry_price"].items()
+            if int(k) in row_of_saved
+        }
+        self._entry_known[:] = False
+        self._entry_known[list(self._entry_price)] = True
+        self._entries_unknown = int(np.count_nonzero(~self._entry_known))
+        kept = {self.pools[row].pool.address for row, _ in shared}
+        for chain, journal in self._journals.items():
+            journal.last_block = int(state["last_block"].get(chain, -1))
+            journal.fired = deque(
+                a
+                for a in state["fired"].get(chain, [])
+                if a.pool in kept and a.layer in warm_layers
+            )
+            journal.snapshots.clear()
+            journal.steps.clear()
+        return report
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    """What :meth:`Pipeline.set_state` restored: pools (``chain/address``) and layers that
+    continue warm, and those that start cold."""
+
+    pools: tuple[str, ...]
+    cold_pools: tuple[str, ...]
+    layers: tuple[str, ...]
+    cold_layers: tuple[str, ...]
+
+
+def layer_fingerprint(spec: LayerSpec) -> str:
+    """What of a layer its state machine depends on (not its hedge or description): a
+    layer whose fingerprint changed cannot continue from its saved state."""
+    clear = str(spec.clear_when) if spec.clear_when is not None else ""
+    return (
+        f"{spec.level}|{spec.when}|{clear}|{spec.for_}|{spec.keep_firing_for}|"
+        f"{spec.cooldown}|{spec.repeat_interval}|{spec.inhibit_lower}"
+    )
 
 
 def compile_kernels() -> None:

@@ -195,3 +195,43 @@ def test_calendar_window_scales_thresholds_in_the_pipeline() -> None:
     assert scale_in == 0.75
     assert [a.event for a in alerts_in] == ["firing"]
     assert alerts_in[0].threshold_scale == 0.75
+
+
+def test_a_changed_pool_table_restores_the_shared_pools_and_unchanged_layers() -> None:
+    """A config that adds and removes pools (the kept one on another row) and changes one
+    layer's rule: the kept pool continues warm, the changed layer starts cold."""
+    always = LayerSpec(name="L2", level=2, when=parse("price > 0", FEATURE_NAMES))
+    before = PipelineSpec(features=spec().features, layers=(*spec().layers, always), reorg_depth=16)
+    a = Pipeline(before, pools())
+    for i, p in enumerate(path(80, 5)):
+        step(a, i, p)
+        step(a, i, p * 1.5, chain="other")
+    pool3 = PoolInfo(PoolId("devchain", "0x" + "33" * 20), 31337, "C", fee=0.003)
+    changed = LayerSpec(name="L2", level=2, when=parse("price > 1", FEATURE_NAMES))
+    after = PipelineSpec(features=spec().features, layers=(*spec().layers, changed), reorg_depth=16)
+    b = Pipeline(after, [pool3, pools()[0]])
+    report = b.set_state(pickle.loads(pickle.dumps(a.get_state())))
+    assert report.pools == (str(POOL),)
+    assert report.cold_pools == (str(pool3.pool),)
+    assert (report.layers, report.cold_layers) == (("L1",), ("L2",))
+    row_a, row_b = a.row_of[POOL], b.row_of[POOL]
+    assert (row_a, row_b) == (0, 1)
+    l1, l2 = a.engine.layer_index("L1"), a.engine.layer_index("L2")
+    assert a.engine.status(l2, row_a)[0].name == "FIRING"
+    assert b.engine.status(l2, row_b)[0].name == "INACTIVE"  # changed: cold
+    assert b.engine.status(l1, row_b) == a.engine.status(l1, row_a)
+    # the kept pool's features continue exactly: the next step gives the same values
+    sample = (
+        np.array([2100.0]),
+        np.array([1e7]),
+        np.array([1e6]),
+        np.array([1e4]),
+        np.array([3], dtype=np.int64),
+        np.array([0], dtype=np.int64),
+    )
+    t = T0 + 12 * 80
+    got_a = a.step(t, np.array([row_a], dtype=np.int64), *sample).snapshot.values
+    got_b = b.step(t, np.array([row_b], dtype=np.int64), *sample).snapshot.values
+    for name in ("move_sigma", "rsi", "realized_vol", "price"):
+        assert not math.isnan(float(got_a[name][0])), name
+        assert float(got_b[name][0]) == float(got_a[name][0]), name

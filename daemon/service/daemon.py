@@ -14,6 +14,11 @@ Guarantees:
   :mod:`daemon.service.store`); pipeline state and chain cursors are checkpointed every
   ``checkpoint_interval`` and at shutdown, so a restart continues warm and
   re-processing after a crash reproduces the same ids (never a second firing);
+- the retained layer states are checkpointed with the state machines
+  (:mod:`daemon.service.layerstate`), so a restart republishes what was true; pools and
+  layers that left the config have their retained topics cleared and their notified
+  firings resolved ("removed from config"); a changed pool list keeps the unchanged pools
+  warm;
 - SIGTERM / SIGINT: stop within seconds, publish ``offline``, exit 0;
   SIGHUP: reload the config; an invalid new config is one logged error and the
   daemon keeps running on the old one;
@@ -48,6 +53,14 @@ from daemon.errors import UserError
 from daemon.service import homeassistant, silences
 from daemon.service.http import start_http
 from daemon.service.jobs import LoopScheduler
+from daemon.service.layerstate import (
+    OWNERSHIP_KEY,
+    ChainMark,
+    LayerBook,
+    Ownership,
+    layer_key,
+    retained_topics,
+)
 from daemon.service.metrics import Metrics
 from daemon.service.publisher import Publisher
 from daemon.service.runtime import ChainsView, PipelineView, Runtime
@@ -256,8 +269,14 @@ class Run:
             status = {"state": "online", "version": __version__, "started_at": started_at}
             self.publisher = Publisher(cfg.mqtt, self.store, metrics, status=status)
             self.chains = {chain.name: self._chain_runtime(chain) for chain in cfg.chains}
-            self._restore()
-            for layer in self.pipeline.layer_statuses():
+            self.book = LayerBook()
+            saved = self._restore()
+            self._who = {
+                (info.pool.chain, info.pool.address): (info.chain_id, info.name)
+                for info in self.pipeline.pools
+            }
+            self._clear_removed(saved)
+            for layer in self.book.snapshot(self.pipeline.layer_statuses(), self._who):
                 self.publisher.retain(layer.topic_suffix, layer.to_payload())
             self._update_firing_gauges()
             self.scheduler = self._scheduler()
@@ -491,6 +510,9 @@ class Run:
     def _on_block(self, rt: _ChainRuntime, block: Block) -> None:
         rt.processed = block.number
         rt.blocks_seen += 1
+        self.book.mark_block(
+            rt.cfg.name, ChainMark(rt.cfg.chain_id, block.number, block.hash, block.timestamp)
+        )
         self.metrics.blocks.labels(chain=rt.cfg.name).inc()
         self.metrics.last_block.labels(chain=rt.cfg.name).set(block.number)
         if not block.samples:
@@ -517,11 +539,18 @@ class Run:
             retracted=len(retracted),
         )
         rt.processed = reorg.ancestor
-        self._emit(retracted, [], statuses)
+        self._emit(retracted, [], statuses, snapshot=True)
 
     def _emit(
-        self, alerts: Sequence[Alert], suppressed: Sequence[Alert], layers: Sequence[LayerStatus]
+        self,
+        alerts: Sequence[Alert],
+        suppressed: Sequence[Alert],
+        layers: Sequence[LayerStatus],
+        *,
+        snapshot: bool = False,
     ) -> None:
+        """Queue ``alerts`` and publish ``layers``: the statuses of transitions, or with
+        ``snapshot`` the states read off the machines (a reorg)."""
         alerts = self.silences.filter(alerts, layers)
         qos = self.cfg.mqtt.qos
         prefix = self.cfg.mqtt.topic_prefix
@@ -562,6 +591,11 @@ class Run:
             )
         for a in suppressed:
             self.metrics.alerts_suppressed.labels(layer=a.layer, why="inhibited").inc()
+        self.book.published(alerts)
+        if snapshot:
+            layers = self.book.snapshot(layers, self._who)
+        else:
+            layers = self.book.transitions(layers, self._who)
         for status in layers:
             self.publisher.retain(status.topic_suffix, status.to_payload())
         if layers:
@@ -609,16 +643,20 @@ class Run:
 
     # -- checkpoints & jobs ------------------------------------------------------------
 
-    def _restore(self) -> None:
-        saved = self.store.get(CHECKPOINT_KEY)
+    def _restore(self) -> dict[str, Any] | None:
+        """Continue from the checkpoint: every pool and layer it has that the config still
+        has, unchanged, continues warm (see :meth:`Pipeline.set_state`); the log says
+        which. Returns the checkpoint (None without one)."""
+        saved: dict[str, Any] | None = self.store.get(CHECKPOINT_KEY)
         if saved is None:
             log.info("no checkpoint, starting cold")
-            return
+            return None
+        self.book.set_state(saved.get("layers"))
         try:
-            self.pipeline.set_state(saved["pipeline"])
+            report = self.pipeline.set_state(saved["pipeline"])
         except (ValueError, KeyError) as exc:
             log.warning("checkpoint not restored, starting cold", reason=str(exc))
-            return
+            return saved
         for name, cursor in saved.get("chains", {}).items():
             rt = self.chains.get(name)
             if rt is None or cursor.get("chain_id") != rt.cfg.chain_id:
@@ -628,7 +666,85 @@ class Run:
         log.info(
             "checkpoint restored",
             chains={n: rt.adapter.next_block for n, rt in self.chains.items()},
+            pools_warm=len(report.pools),
+            pools_cold=list(report.cold_pools),
+            layers_warm=list(report.layers),
+            layers_cold=list(report.cold_layers),
         )
+        return saved
+
+    def _clear_removed(self, saved: dict[str, Any] | None) -> None:
+        """Clear the retained topics of pools and layers an earlier config had and this one
+        has not, and close their notified firings with a ``resolved`` alert ("removed from
+        config"). What an earlier run owned is in the state store (or, from a version that
+        did not record it, the checkpoint's pools and layers)."""
+        prefix = self.cfg.mqtt.topic_prefix
+        owned = retained_topics(
+            prefix,
+            [(p.chain, p.address) for p in self.cfg.pools],
+            [x.name for x in self.cfg.layers],
+        )
+        before = Ownership.from_state(self.store.get(OWNERSHIP_KEY))
+        if before is None and saved is not None:
+            pipeline = saved.get("pipeline", {})
+            pools = [tuple(str(p).split("/", 1)) for p in pipeline.get("pools", [])]
+            layers = list(pipeline.get("engine", {}).get("layers", []))
+            before = Ownership(
+                frozenset(retained_topics(prefix, [(c, a) for c, a in pools], layers))
+            )
+        previous = before.topics | before.clearing if before is not None else frozenset()
+        removed = previous - owned
+        resolved: list[Alert] = []
+        gone = []
+        for topic in sorted(removed):
+            key = layer_key(topic, prefix)
+            if key is None:
+                continue
+            gone.append(key)
+            alert = self.book.removal_alert(key)
+            if alert is not None:
+                resolved.append(alert)
+        self.book.forget(gone)
+        self._ownership = Ownership(frozenset(owned), frozenset(removed))
+        qos = self.cfg.mqtt.qos
+        queued = [
+            QueuedAlert(
+                a.id, f"{prefix}/{a.topic_suffix}", a.to_json(), max(qos, 1) if qos else 0, a.pool
+            )
+            for a in resolved
+        ]
+        if queued or before != self._ownership or self.store.get(OWNERSHIP_KEY) is None:
+            self.store.commit(queued, kv=[(OWNERSHIP_KEY, self._ownership.to_state())])
+        for topic in sorted(removed):
+            self.publisher.retain_abs(topic, None)
+        for a in resolved:
+            self.metrics.alerts.labels(layer=a.layer, event=a.event).inc()
+            log.info(
+                "alert",
+                kind=a.event,
+                chain=a.chain,
+                pool=a.pool,
+                layer=a.layer,
+                block=a.block,
+                id=a.id,
+                reason=a.reason,
+            )
+        if removed:
+            log.info(
+                "retained topics of removed pools and layers cleared",
+                topics=len(removed),
+                resolved=len(resolved),
+            )
+
+    def _settle_ownership(self) -> None:
+        """Forget the removed topics whose empty retained payload the broker acknowledged."""
+        ownership = self._ownership
+        if not ownership.clearing:
+            return
+        left = frozenset(t for t in ownership.clearing if not self.publisher.delivered(t))
+        if left != ownership.clearing:
+            self._ownership = Ownership(ownership.topics, left)
+            self.store.put(OWNERSHIP_KEY, self._ownership.to_state())
 
     def _checkpoint(self) -> None:
         chains = {
@@ -642,8 +758,14 @@ class Run:
         }
         try:
             self.store.put(
-                CHECKPOINT_KEY, {"pipeline": self.pipeline.get_state(), "chains": chains}
+                CHECKPOINT_KEY,
+                {
+                    "pipeline": self.pipeline.get_state(),
+                    "chains": chains,
+                    "layers": self.book.get_state(),
+                },
             )
+            self._settle_ownership()
         except Exception as exc:
             log.error("checkpoint failed", error=str(exc))
 

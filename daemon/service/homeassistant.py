@@ -140,7 +140,10 @@ LAYER_TEMPLATE = "{{ 'ON' if value_json.state == 'firing' else 'OFF' }}"
 AVAILABILITY_TEMPLATE = "{{ value_json.state }}"
 LAYER_ATTRIBUTES_TEMPLATE = (
     "{{ {'level': value_json.level, 'since': value_json.since, 'reason': value_json.reason, "
-    "'inhibited_by': value_json.inhibited_by} | tojson }}"
+    "'inhibited_by': value_json.inhibited_by, "
+    "'last_firing': (value_json.last_firing.time if value_json.last_firing else none), "
+    "'last_event': (value_json.last_event.event if value_json.last_event else none)} "
+    "| tojson }}"
 )
 
 

@@ -10,7 +10,9 @@ Guarantees:
   lost them (restart without persistence) is repaired;
 - reconnects use jittered exponential backoff; a refused login is logged as one
   clear line naming the cause, never with the password;
-- MQTT 5 where the broker supports it (content type, message expiry), else 3.1.1.
+- MQTT 5 where the broker supports it (content type, message expiry), else 3.1.1; every
+  JSON publish, the status and the last will included, carries the content type
+  ``application/json`` over MQTT 5.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Publisher:
         self._window = window
         self._retained: dict[str, tuple[bytes, int]] = {}
         self._dirty: set[str] = set()
+        # Retained topics whose current value the broker acknowledged at least once.
+        self._acked: set[str] = set()
         self._wake = asyncio.Event()
         self._subscriptions: dict[str, MessageHandler] = {}
         self._on_connect: list[Callable[[], None]] = []
@@ -103,7 +107,13 @@ class Publisher:
             return
         self._retained[topic] = (body, qos)
         self._dirty.add(topic)
+        self._acked.discard(topic)
         self._wake.set()
+
+    def delivered(self, topic: str) -> bool:
+        """Whether the broker acknowledged the current retained value of ``topic`` (QoS 0:
+        it was sent)."""
+        return topic in self._acked and topic not in self._dirty
 
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
         """Subscribe (now and after every reconnect)."""
@@ -133,6 +143,7 @@ class Publisher:
         if protocol == aiomqtt.ProtocolVersion.V5:
             will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
             will_props.ContentType = "application/json"
+            will_props.PayloadFormatIndicator = 1
         return aiomqtt.Client(
             cfg.host,
             cfg.port,
@@ -193,6 +204,7 @@ class Publisher:
                         self.status_payload("offline"),
                         qos=1,
                         retain=True,
+                        properties=self._props(expiry=None),
                         timeout=5,
                     )
                     return
@@ -220,7 +232,11 @@ class Publisher:
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         await client.publish(
-            f"{self.prefix}/status", self.status_payload("online"), qos=1, retain=True
+            f"{self.prefix}/status",
+            self.status_payload("online"),
+            qos=1,
+            retain=True,
+            properties=self._props(expiry=None),
         )
         for topic in self._subscriptions:
             await client.subscribe(topic, qos=1)
@@ -307,6 +323,8 @@ class Publisher:
             except BaseException:
                 self._dirty.add(topic)
                 raise
+            if self._retained[topic][0] == body:
+                self._acked.add(topic)
 
     async def publish_now(self, topic: str, payload: bytes, qos: int = 1) -> bool:
         """Publish a non-durable message (command replies); False when offline."""

@@ -315,14 +315,25 @@ class FeatureEngine:
             state[name] = getattr(self, name).copy()
         return state
 
-    def set_state(self, state: Mapping[str, Any], rows: NDArray[np.int64] | None = None) -> None:
+    def set_state(
+        self,
+        state: Mapping[str, Any],
+        rows: NDArray[np.int64] | None = None,
+        source_rows: NDArray[np.int64] | None = None,
+    ) -> None:
         """Restore ``state`` (from ``get_state``); with ``rows``, only those pools.
 
         A row-wise restore puts those pools back exactly where they were (bars,
         indicators, windows, breadth contributions); the other pools keep theirs.
+        With ``source_rows`` (aligned with ``rows``) pool ``rows[i]`` gets the saved pool
+        ``source_rows[i]``: a state saved for another table of pools (a config that added
+        or removed pools) restores the pools both tables share.
         Raises ValueError (and changes nothing) for a state of another format, other
-        params or another number of pools.
+        params or (without ``source_rows``) another number of pools.
         """
+        if source_rows is not None:
+            self._set_state_mapped(state, rows, source_rows)
+            return
         if state.get("format") != STATE_FORMAT:
             raise ValueError(
                 f"feature state has format {state.get('format')!r}, this version reads "
@@ -348,5 +359,42 @@ class FeatureEngine:
                 own[idx] = array[idx]
             else:
                 own[:, idx] = array[:, idx]
+        self._cross[0] = self._breadth_total(self.ints)
+        self._cross[1] = 0  # corr is recomputed from the restored windows
+
+    def _set_state_mapped(
+        self,
+        state: Mapping[str, Any],
+        rows: NDArray[np.int64] | None,
+        source_rows: NDArray[np.int64],
+    ) -> None:
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"feature state has format {state.get('format')!r}, this version reads "
+                f"format {STATE_FORMAT} (a checkpoint of another alvh version)"
+            )
+        if state.get("params") != self.params.as_dict():
+            raise ValueError("state was saved with different FeatureParams")
+        if rows is None or len(rows) != len(source_rows):
+            raise ValueError("source_rows needs rows of the same length")
+        n_saved = int(state.get("n_pools", -1))
+        idx = validate_rows(rows, self.n_pools)
+        src = validate_rows(source_rows, n_saved)
+        saved = {name: np.asarray(state[name]) for name, _ in self._STATE}
+        for name, axis in self._STATE:
+            own, array = getattr(self, name), saved[name]
+            other = [n for i, n in enumerate(array.shape) if i != axis]
+            mine = [n for i, n in enumerate(own.shape) if i != axis]
+            if array.dtype != own.dtype or other != mine or array.shape[axis] != n_saved:
+                raise ValueError(
+                    f"state {name} is {array.dtype}{array.shape}, expected {own.dtype} with "
+                    f"{n_saved} pools on axis {axis} and otherwise {own.shape}"
+                )
+        for name, axis in self._STATE:
+            own, array = getattr(self, name), saved[name]
+            if axis == 0:
+                own[idx] = array[src]
+            else:
+                own[:, idx] = array[:, src]
         self._cross[0] = self._breadth_total(self.ints)
         self._cross[1] = 0  # corr is recomputed from the restored windows

@@ -18,7 +18,7 @@ What this module guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -484,20 +484,33 @@ class LayerEngine:
             **{name: getattr(self, name).copy() for name in self._ARRAYS},
         }
 
-    def set_state(self, state: Mapping[str, Any], rows: NDArray[np.int64] | None = None) -> None:
+    def set_state(
+        self,
+        state: Mapping[str, Any],
+        rows: NDArray[np.int64] | None = None,
+        *,
+        source_rows: NDArray[np.int64] | None = None,
+        layers: Collection[str] | None = None,
+    ) -> None:
         """Restore a state from :meth:`get_state`; only ``rows`` when given.
 
         Layers are matched by name, so a config reload that adds or removes a layer
-        keeps the state of the others (new layers start inactive).
+        keeps the state of the others (new layers start inactive); with ``layers`` only
+        those names are restored (the others keep their state). With ``source_rows``
+        (aligned with ``rows``) pool ``rows[i]`` gets the saved pool ``source_rows[i]``:
+        a state saved for another table of pools.
         """
         names = list(state["layers"])
+        src_rows = rows if source_rows is None else source_rows
+        if source_rows is not None and (rows is None or len(rows) != len(source_rows)):
+            raise ValueError("source_rows needs rows of the same length")
         for li, spec in enumerate(self.layers):
-            if spec.name not in names:
+            if spec.name not in names or (layers is not None and spec.name not in layers):
                 continue
             src = names.index(spec.name)
             for attr in self._ARRAYS:
                 saved = np.asarray(state[attr])
-                if saved.shape[1] != self.n_pools:
+                if source_rows is None and saved.shape[1] != self.n_pools:
                     raise ValueError(
                         f"saved engine state has {saved.shape[1]} pools, "
                         f"the engine has {self.n_pools}"
@@ -506,7 +519,7 @@ class LayerEngine:
                 if rows is None:
                     target[li] = saved[src]
                 else:
-                    target[li, rows] = saved[src, rows]
+                    target[li, rows] = saved[src, src_rows]
 
     def status(self, li: int, row: int) -> tuple[State, int]:
         """Current state and since-time (``NO_TIME`` when inactive) of one layer on one pool."""

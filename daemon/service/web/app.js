@@ -170,6 +170,24 @@
     views.forEach(function (v) { container.append(v.card); });
   }
 
+  // A pool or a layer that left the daemon's config (its retained topic was cleared).
+  function dropPool(chain, address) {
+    var key = chain + "/" + address;
+    var view = pools.get(key);
+    if (!view) return;
+    view.card.remove();
+    pools.delete(key);
+    document.getElementById("pools-empty").hidden = pools.size > 0;
+  }
+
+  function dropLayer(chain, address, layer) {
+    var view = pools.get(chain + "/" + address);
+    var lv = view && view.layerViews.get(layer);
+    if (!lv) return;
+    lv.badge.remove();
+    view.layerViews.delete(layer);
+  }
+
   function onPool(chain, address, p) {
     var view = poolView(chain, address);
     view.receivedAt = Date.now();
@@ -418,7 +436,14 @@
     } else if (parts[0] === "silences" && parts.length === 1) {
       onSilences(body);
     } else if (body === null) {
-      return; // a cleared retained topic, or not JSON
+      // A cleared retained topic (a pool or layer removed from the config): drop it.
+      if (payload && payload.length) return; // not JSON
+      if (parts[0] === "pools" && parts.length === 3) {
+        dropPool(parts[1], parts[2]);
+      } else if (parts[0] === "layers" && parts.length === 4) {
+        dropLayer(parts[1], parts[2], parts[3]);
+      }
+      return;
     } else if (parts[0] === "pools" && parts.length === 3) {
       onPool(parts[1], parts[2], body);
     } else if (parts[0] === "layers" && parts.length === 4) {
