@@ -297,8 +297,15 @@ def test_a_firing_inside_one_catch_up_shows_on_the_retained_layer_topic(
         head = devchain.chain.latest_block().number
         sub.clear()
         daemon = DaemonProcess(cfg).start()
-        msgs = sub.wait_for(lambda ms: processed(ms, head, [pool]), 60)
-        events = [p for p in alert_payloads(msgs) if p["layer"] == "CRASH"]
+
+        def crash_events(ms: list[Message]) -> list[dict[str, Any]]:
+            return [p for p in alert_payloads(ms) if p["layer"] == "CRASH"]
+
+        # Alerts (outbox) and retained telemetry go out on separate paths: wait for both.
+        msgs = sub.wait_for(
+            lambda ms: processed(ms, head, [pool]) and len(crash_events(ms)) >= 2, 60
+        )
+        events = crash_events(msgs)
         assert [p["event"] for p in events] == ["firing", "resolved"]
         assert daemon.stop() == 0
     finally:
