@@ -17,7 +17,8 @@ Rules this module keeps (everything that affects the state machine lives here):
    ``when`` being *false*. Only a known "not clear" restarts that count.
 4. Three-valued logic: a comparison on a NaN feature is unknown. Unknown never
    fires and never clears, so missing data (warm-up, a failed read) cannot resolve
-   an alert by itself. A pool that was not sampled is simply not evaluated.
+   an alert by itself (4a bounds how long it can hold one). A pool that was not
+   sampled is simply not evaluated.
 4a. Staleness (Prometheus resolves a series that goes stale): a firing layer whose
    clear decision (the clear condition and its negation) has been *unknown* at every
    evaluation for ``stale_after`` resolves (a ``STALE`` move, a *resolved* event whose
@@ -521,7 +522,7 @@ def steps(
 
     Step ``t`` evaluates the pools ``rows[offsets[t]:offsets[t + 1]]`` in that order, pool
     ``rows[k]`` reading its truths in column ``cols[k]`` of ``truth[t]`` (``(T, 4, L, C)``,
-    planes :data:`TRUTHS`). ``state`` ``(L, P)``, ``timers`` ``(4, L, P)`` (:data:`TIMERS`),
+    planes :data:`TRUTHS`). ``state`` ``(L, P)``, ``timers`` ``(5, L, P)`` (:data:`TIMERS`),
     ``notified`` ``(L, P)``: the machine's state. ``settings``: :func:`layer_settings`.
     ``next_state``/``event_of``: :data:`_NEXT`/:data:`_EVENT`.
 
