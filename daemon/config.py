@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from rules.calendar import CalendarWindow, CronError, parse_cron
-from rules.durations import parse_duration, parse_iso_utc
+from rules.durations import format_duration, parse_duration, parse_iso_utc
 from rules.expr import Expr, ExprError, parse
 from rules.features.params import FeatureParams
 from rules.hedge.advice import HedgeSpec, Position
@@ -45,6 +45,14 @@ from rules.pipeline import PipelineSpec, PoolInfo
 from rules.types import FEATURE_NAMES, PoolId
 
 MULTICALL3_ADDRESS = "0xcA11bde05977b3631167028862bE2a173976CA11"
+#: The least default ``[[chains]] stale_after``: a minute without a new head (5 missed
+#: Ethereum slots in a row, which is rare; faster chains make blocks every few seconds).
+CHAIN_STALE_MIN = 60
+#: The default ``[[layers]] stale_after`` is ``max(LAYER_STALE_MIN, LAYER_STALE_BARS bars)``:
+#: long enough that a failed read, an RPC outage of minutes or one missing data row never
+#: resolves a layer, short enough that a layer does not fire for days on inputs nobody sees.
+LAYER_STALE_MIN = 3600
+LAYER_STALE_BARS = 3
 
 
 class ConfigError(Exception):
@@ -189,6 +197,23 @@ class ChainConfig(_Model):
     request_timeout: Duration = 10
     backfill_batch: int = Field(default=200, ge=1, le=10_000)
     multicall: str | None = MULTICALL3_ADDRESS
+    stale_after: Duration | None = None
+
+    @field_validator("stale_after")
+    @classmethod
+    def _stale(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
+            raise ValueError("stale_after must be positive")
+        return value
+
+    @property
+    def stale_seconds(self) -> int:
+        """How long without a new head before the chain is reported stale (``stale_after``,
+        by default 10 polling intervals and at least a minute)."""
+        if self.stale_after is not None:
+            return self.stale_after
+        polls = 0 if self.poll_interval == "head" else 10 * self.poll_interval
+        return max(CHAIN_STALE_MIN, polls)
 
     @field_validator("poll_interval", mode="before")
     @classmethod
@@ -333,6 +358,26 @@ class LayerConfig(_Model):
     inhibit_lower: bool = False
     description: str = ""
     hedge: HedgeConfig | None = None
+    stale_after: Duration | Literal["never"] | None = None
+
+    @field_validator("stale_after", mode="before")
+    @classmethod
+    def _stale(cls, value: object) -> object:
+        if value == "never" or value is None:
+            return value
+        seconds = _duration(value)
+        if seconds <= 0:
+            raise ValueError("stale_after must be positive (or 'never')")
+        return seconds
+
+    def stale_seconds(self, bar_interval: int) -> int:
+        """``stale_after`` in seconds for the loop (0: never); the default depends on the
+        bar interval (:data:`LAYER_STALE_BARS`)."""
+        if self.stale_after == "never":
+            return 0
+        if self.stale_after is not None:
+            return self.stale_after
+        return max(LAYER_STALE_MIN, LAYER_STALE_BARS * bar_interval)
 
 
 class CalendarConfig(_Model):
@@ -437,9 +482,12 @@ class Config:
         return out
 
     def feature_params(self) -> FeatureParams:
-        f = self.features
+        return Config.feature_params_of(self.bars, self.features)
+
+    @staticmethod
+    def feature_params_of(bars: BarsConfig, f: FeaturesConfig) -> FeatureParams:
         return FeatureParams(
-            bar_interval=self.bars.interval,
+            bar_interval=bars.interval,
             rsi_period=f.rsi_period,
             macd_fast=f.macd_fast,
             macd_slow=f.macd_slow,
@@ -478,6 +526,7 @@ class Config:
                     repeat_interval=layer.repeat_interval,
                     inhibit_lower=layer.inhibit_lower,
                     hedge=hedge,
+                    stale_after=layer.stale_seconds(self.bars.interval),
                 )
             )
         return tuple(out)
@@ -618,6 +667,8 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     for i, layer_name in enumerate(layer_names):
         if isinstance(layer_name, str) and layer_names.index(layer_name) != i:
             errors.append(f"layers[{i}].name: duplicate layer name {layer_name!r}")
+    if not any(e.startswith(("bars", "features")) for e in errors):
+        errors += _short_windows(parsed["layers_raw"], parsed["bars"], parsed["features"])
     if errors:
         raise ConfigError(errors, source)
     return Config(
@@ -632,6 +683,38 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
         http=parsed["http"],
         source=source,
     )
+
+
+def _short_windows(
+    layers: Iterable[object], bars: BarsConfig, features: FeaturesConfig
+) -> list[str]:
+    """One line per feature a layer uses that looks back less than one bar (a "1h" drain
+    on daily bars would be the drain of a day: refused rather than silently redefined)."""
+    params = Config.feature_params_of(bars, features)
+    out = []
+    for i, item in enumerate(layers):
+        if not isinstance(item, dict):
+            continue
+        for key in ("when", "clear_when"):
+            text = item.get(key)
+            if not isinstance(text, str):
+                continue
+            try:
+                names = parse(text, FEATURE_NAMES).names
+            except ExprError:
+                continue  # reported by the layer's own validation
+            for name in sorted(names, key=FEATURE_NAMES.index):
+                window = params.window(name)
+                if window is None or window >= bars.interval:
+                    continue
+                setting = " (features.mev_window)" if name == "mev_score" else ""
+                out.append(
+                    f"layers[{i}].{key}: layer {item.get('name')!r} uses {name}, which looks "
+                    f"back {format_duration(window)}{setting}, less than one bar "
+                    f"(bars.interval = {format_duration(bars.interval)}): use shorter bars "
+                    "or a feature with a window of at least one bar"
+                )
+    return out
 
 
 _TOML_LINE = re.compile(r"at line (\d+), column (\d+)")

@@ -62,6 +62,15 @@ USDE_BLOCKS = "uniswap_v3_stable_pool_hourly/usde_usdt_blocklevel_2025-10-10_dep
 CRASH_DAY = "cex_ohlcv/eth_usd_10min_crash_days/eth_usd_10min_2021-01-11.json"
 
 
+def daily_example(folder: Path) -> Path:
+    """The example config for daily bars: L3 on features that look back at least a bar
+    (``drawdown_24h`` for ``tvl_drain_1h``, a one-day ``mev_window``)."""
+    text = EXAMPLE.read_text().replace("tvl_drain_1h >= 0.2", "drawdown_24h >= 0.1")
+    path = folder / "daily.toml"
+    path.write_text(text.replace("[bars]", '[features]\nmev_window = "1d"\n\n[bars]'))
+    return path
+
+
 def utc(year: int, month: int, day: int, hour: int = 0) -> int:
     return int(datetime(year, month, day, hour, tzinfo=UTC).timestamp())
 
@@ -493,7 +502,8 @@ def test_every_format_backtests_through_the_cli(
     pool: str | None,
 ) -> None:
     out = tmp_path / "out"
-    argv = ["-c", str(EXAMPLE), "--data", str(shared_data / relative), "--out", str(out)]
+    config = daily_example(tmp_path) if "1d" in extra else EXAMPLE
+    argv = ["-c", str(config), "--data", str(shared_data / relative), "--out", str(out)]
     code, stdout, stderr = cli([*argv, *extra, "--no-chart"], capsys)
     assert code == 0, stderr
     assert "steps x 1 pool(s)" in stdout
@@ -507,6 +517,53 @@ def test_every_format_backtests_through_the_cli(
         assert alert_errors(payload) == []
         assert payload["pool"] == entry["pool"]
     assert not (out / "chart.png").exists()
+
+
+@pytest.mark.shared_data
+def test_daily_bars_refuse_a_layer_on_a_feature_shorter_than_a_bar(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(shared_data / DAILY_WETH_USDT)
+    argv = ["-c", str(EXAMPLE), "--data", data, "--price", "token1Price", "--interval", "1d"]
+    code, stdout, stderr = cli([*argv, "--out", str(tmp_path / "out"), "--no-chart"], capsys)
+    assert code == 2
+    assert stdout == ""
+    assert stderr.splitlines() == [
+        f"alvh: {EXAMPLE}: layers[2].when: layer 'L3' uses {name}, which looks back 1h"
+        f"{setting}, less than one bar (bars.interval = 1d): use shorter bars or a feature "
+        "with a window of at least one bar"
+        for name, setting in (("tvl_drain_1h", ""), ("mev_score", " (features.mev_window)"))
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.shared_data
+def test_daily_l3_on_inputs_unknown_for_days_resolves(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The subgraph's day data has no swaps, so mev_score is unknown on every day: once L3
+    fires (a 10 % daily fall), its clear decision ("not (drawdown or mev)") is unknown
+    as soon as the fall is over, and rule 4a resolves it after 3 bars (the default
+    stale_after on daily bars), instead of firing for the 4.5 years that follow."""
+    out = tmp_path / "out"
+    data = str(shared_data / DAILY_WETH_USDT)
+    argv = ["-c", str(daily_example(tmp_path)), "--data", data, "--price", "token1Price"]
+    code, _, stderr = cli([*argv, "--interval", "1d", "--out", str(out), "--no-chart"], capsys)
+    assert code == 0, stderr
+    l3 = [a for a in read_alerts(out) if a["layer"] == "L3"]
+    assert len(l3) > 10
+    assert [a["event"] for a in l3] == ["firing", "resolved"] * (len(l3) // 2)
+    day = 86400
+    for firing, resolved in zip(l3[::2], l3[1::2], strict=True):
+        assert firing["reason"].startswith("drawdown_24h=")
+        assert resolved["reason"] == "inputs unknown for 3d: mev_score"
+        assert resolved["since"] == firing["time"]
+        held = datetime.fromisoformat(resolved["time"]) - datetime.fromisoformat(firing["time"])
+        assert held.total_seconds() >= 4 * day  # 1 day known (the fall is over), 3 unknown
+    report = json.loads((out / "report.json").read_text())
+    (layer,) = [x for x in report["pools"][0]["layers"] if x["layer"] == "L3"]
+    assert layer["resolved"] == layer["firings"] == len(l3) // 2
+    assert layer["time_in_firing_share"] < 0.1
 
 
 @pytest.fixture(scope="module")

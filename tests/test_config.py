@@ -159,3 +159,115 @@ def test_secret_never_in_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(data)
     assert "hunter2" not in str(info.value)
+
+
+def _example(**sections: object) -> dict[str, object]:
+    data = tomllib.loads(EXAMPLE.read_text())
+    data.update(sections)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("interval", "poll_interval", "chain_stale", "l1_stale", "layer_stale"),
+    [
+        # defaults: a layer 3 bars and at least 1h, a chain 10 polls and at least 1 min
+        ("5m", "12s", None, None, (3600, 3600, 3600)),
+        ("1d", "2s", None, None, (3 * 86400,) * 3),
+        ("1h", "head", "30s", "2h", (7200, 3 * 3600, 3 * 3600)),
+        ("5m", "1m", None, "never", (0, 3600, 3600)),
+    ],
+)
+def test_stale_after_defaults_and_settings(
+    interval: str,
+    poll_interval: str,
+    chain_stale: str | None,
+    l1_stale: str | None,
+    layer_stale: tuple[int, int, int],
+) -> None:
+    data = _example(bars={"interval": interval})
+    data["layers"] = [  # type: ignore[index]
+        {"name": f"L{n}", "level": n, "when": "rsi < 30"} for n in (1, 2, 3)
+    ]
+    if l1_stale is not None:
+        data["layers"][0]["stale_after"] = l1_stale  # type: ignore[index]
+    chain = data["chains"][0]  # type: ignore[index]
+    chain["poll_interval"] = poll_interval
+    if chain_stale is not None:
+        chain["stale_after"] = chain_stale
+    cfg = parse_config(data)
+    assert tuple(spec.stale_after for spec in cfg.layer_specs()) == layer_stale
+    expected_chain = {"12s": 120, "2s": 60, "head": 30, "1m": 600}[poll_interval]
+    assert cfg.chains[0].stale_seconds == expected_chain
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "expected"),
+    [
+        ("layers", "0s", "layers[0].stale_after: stale_after must be positive (or 'never')"),
+        ("layers", "soon", "layers[0].stale_after: invalid duration 'soon'"),
+        ("chains", 0, "chains[0].stale_after: stale_after must be positive"),
+        ("chains", "never", "chains[0].stale_after: invalid duration 'never'"),
+    ],
+)
+def test_stale_after_errors(where: str, value: object, expected: str) -> None:
+    data = _example()
+    data[where][0]["stale_after"] = value  # type: ignore[index]
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert len(info.value.errors) == 1, info.value.errors
+    assert info.value.errors[0].startswith(expected), info.value.errors
+
+
+def test_a_feature_looking_back_less_than_a_bar_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXAMPLE.read_text().replace('interval = "5m"', 'interval = "1d"')
+    daily = tmp_path / "daily.toml"
+    daily.write_text(text)
+    assert main(["check-config", str(daily)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"alvh: {daily}: layers[2].when: layer 'L3' uses tvl_drain_1h, which looks back 1h, "
+        "less than one bar (bars.interval = 1d): use shorter bars or a feature with a "
+        "window of at least one bar",
+        f"alvh: {daily}: layers[2].when: layer 'L3' uses mev_score, which looks back 1h "
+        "(features.mev_window), less than one bar (bars.interval = 1d): use shorter bars or "
+        "a feature with a window of at least one bar",
+    ]
+    # The same file with windows of at least a bar loads; so do hourly bars (equal windows).
+    fixed = text.replace("tvl_drain_1h >= 0.2", "drawdown_24h >= 0.2").replace(
+        "[bars]", '[features]\nmev_window = "1d"\n\n[bars]'
+    )
+    daily.write_text(fixed)
+    assert main(["check-config", str(daily)]) == 0
+    hourly = tmp_path / "hourly.toml"
+    hourly.write_text(EXAMPLE.read_text().replace('interval = "5m"', 'interval = "1h"'))
+    assert main(["check-config", str(hourly)]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("interval", "when", "feature"),
+    [
+        ("2h", "move_sigma_1h > 2", "move_sigma_1h"),
+        ("6h", "abs(move_sigma_4h) > 2", "move_sigma_4h"),
+        ("2d", "rsi < 30", None),
+        ("2d", "iv > 1 or rsi < 30", "iv"),
+        ("2d", "tvl_volume_ratio > 10", "tvl_volume_ratio"),
+        ("2d", "drawdown_24h > 0.1", "drawdown_24h"),
+        ("1d", "move_sigma_24h < -2 and volume_24h > 0", None),
+    ],
+)
+def test_every_fixed_window_feature_is_checked(
+    interval: str, when: str, feature: str | None
+) -> None:
+    data = _example(bars={"interval": interval})
+    data["layers"] = [{"name": "X", "level": 1, "clear_when": when, "when": "rsi < 30"}]
+    if feature is None:
+        parse_config(data)
+        return
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    (line,) = info.value.errors
+    assert line.startswith(f"layers[0].clear_when: layer 'X' uses {feature}, which looks back")
+    assert f"(bars.interval = {interval})" in line

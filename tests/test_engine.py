@@ -183,6 +183,49 @@ CASES = [
         "3 0 3 0 0",
         "F:firing F F F i:resolved",
     ),
+    # Rule 4a: staleness.
+    (
+        "unknown for stale_after resolves, counted from the first unknown evaluation",
+        {"stale_after": 120},
+        "3 nan nan nan 3",
+        "F:firing F F i:resolved F:firing",
+    ),
+    (
+        "one missed sample never resolves: a known evaluation stops the count",
+        {"stale_after": 60},
+        "3 nan 3 nan 3 nan 0",
+        "F:firing F F F F F i:resolved",
+    ),
+    (
+        "a known clear stops the count too",
+        {"stale_after": 120, "keep_firing_for": 120},
+        "3 nan 0 nan nan 3",
+        "F:firing F F F F F",
+    ),
+    (
+        "the stale count runs on time, across pools not sampled",
+        {"stale_after": 120},
+        "3 nan _ _ nan",
+        "F:firing F F F i:resolved",
+    ),
+    (
+        "a repeat due at the first unknown evaluation starts the count",
+        {"repeat_interval": 120, "stale_after": 180},
+        "3 3 nan nan nan nan",
+        "F:firing F F:repeat F F:repeat i:resolved",
+    ),
+    (
+        "stale_after 0: unknown holds a firing layer (rule 4 alone)",
+        {"stale_after": 0},
+        "3 nanx20",
+        "F:firing " + "F " * 20,
+    ),
+    (
+        "a stale resolve starts the cooldown",
+        {"stale_after": 60, "cooldown": 120},
+        "3 nan nan 3 3 3",
+        "F:firing F i:resolved i F:firing F",
+    ),
 ]
 
 
@@ -192,6 +235,61 @@ def test_single_layer_table(
 ) -> None:
     got = run([layer(**kwargs)], {"move_sigma": values})["L1"]
     assert got == expected.split(), name
+
+
+def test_a_stale_resolve_says_how_long_and_which_inputs() -> None:
+    eng = LayerEngine(
+        [
+            layer("L3", 3, "tvl_drain_1h >= 0.2 or mev_score >= 0.5", stale_after=7200),
+            layer("L1", 1, "rsi < 30", clear_when="rsi > 50 and macd > 0", stale_after=7200),
+        ],
+        1,
+    )
+    rows = np.array([0], dtype=np.int64)
+    nan = math.nan
+
+    def at(hours: float, drain: float, mev: float, rsi: float, macd: float) -> list[Transition]:
+        feats = {
+            "tvl_drain_1h": np.array([drain]),
+            "mev_score": np.array([mev]),
+            "rsi": np.array([rsi]),
+            "macd": np.array([macd]),
+        }
+        return eng.evaluate(T0 + int(hours * 3600), rows, feats, events_only=True)
+
+    assert [t.event for t in at(0, 0.3, nan, 20, nan)] == ["firing", "firing"]
+    assert at(1, 0.1, nan, 60, nan) == []  # both decisions unknown from here
+    assert at(2.5, 0.1, nan, 60, nan) == []
+    got = at(3.25, 0.1, nan, 60, nan)
+    assert [(t.event, t.previous, t.state) for t in got] == [
+        ("resolved", State.FIRING, State.INACTIVE)
+    ] * 2
+    assert {eng.layers[t.layer].name: t.reason for t in got} == {
+        "L1": "inputs unknown for 2h15m: macd",
+        "L3": "inputs unknown for 2h15m: mev_score",
+    }
+    assert all(t.since == T0 and t.notify for t in got)
+
+
+def test_a_state_saved_before_stale_after_restores_with_the_count_unset() -> None:
+    spec = layer(stale_after=120)
+    old = LayerEngine([spec], 2)
+    rows = np.arange(2, dtype=np.int64)
+    old.evaluate(T0, rows, {"move_sigma": np.array([3.0, 3.0])})
+    saved = old.get_state()
+    del saved["unknown_since"]  # the layer state a checkpoint of the previous format holds
+    for subset in (None, np.array([1], dtype=np.int64)):
+        new = LayerEngine([spec], 2)
+        new.unknown_since[:] = T0  # whatever was there before
+        new.set_state(saved, subset)
+        restored = slice(None) if subset is None else subset
+        assert (new.unknown_since[0, restored] == NO_TIME).all()
+        assert (new.state[0, restored] == State.FIRING).all()
+    new = LayerEngine([spec], 2)
+    new.set_state(saved)
+    for i in range(1, 4):  # the count starts at the first unknown evaluation after it
+        got = new.evaluate(T0 + i * STEP, rows, {"move_sigma": np.array([math.nan, 3.0])})
+        assert [t.event for t in got] == (["resolved"] if i == 3 else [])
 
 
 def test_clear_when_with_nan_is_unknown_and_keeps_firing() -> None:
@@ -323,7 +421,7 @@ def test_pools_not_sampled_are_not_evaluated() -> None:
     trs = eng.evaluate(T0 + 600, np.array([1], dtype=np.int64), {"move_sigma": np.array([0.0])})
     assert [(tr.row, tr.state) for tr in trs] == [(1, State.INACTIVE)]
     after = eng.get_state()
-    for name in ("state", "since", "clear_since", "last_notified", "cooldown_until", "notified"):
+    for name in LayerEngine._ARRAYS:
         assert np.array_equal(after[name][:, [0, 2]], before[name][:, [0, 2]]), name
     # Rows in any order: the features are aligned with rows, the transitions in that order.
     trs = eng.evaluate(
@@ -466,6 +564,193 @@ GUARD_CASES = [
 ]
 
 
+STALE_GUARD_CASES = [
+    # state, when, clear, (since, clear_since, last_notified, cooldown_until), notified,
+    # (for, keep_firing_for, cooldown, repeat), unknown_since, stale_after, signal
+    (
+        State.FIRING,
+        _U,
+        NO_CLEAR,
+        (0, NO_TIME, 0, NO_TIME),
+        True,
+        (0, 0, 0, 0),
+        NO_TIME,
+        60,
+        Signal.UNKNOWN_START,
+    ),
+    (
+        State.FIRING,
+        _U,
+        NO_CLEAR,
+        (0, NO_TIME, 0, NO_TIME),
+        True,
+        (0, 0, 0, 0),
+        NO_TIME,
+        0,
+        Signal.HOLD,
+    ),
+    (State.FIRING, _U, NO_CLEAR, (0, NO_TIME, 0, NO_TIME), True, (0, 0, 0, 0), 50, 60, Signal.HOLD),
+    (
+        State.FIRING,
+        _U,
+        NO_CLEAR,
+        (0, NO_TIME, 0, NO_TIME),
+        True,
+        (0, 0, 0, 0),
+        40,
+        60,
+        Signal.STALE,
+    ),
+    (State.FIRING, _U, NO_CLEAR, (0, NO_TIME, 0, NO_TIME), True, (0, 0, 0, 0), 40, 0, Signal.HOLD),
+    (
+        State.FIRING,
+        True,
+        NO_CLEAR,
+        (0, NO_TIME, 0, NO_TIME),
+        True,
+        (0, 0, 0, 0),
+        40,
+        60,
+        Signal.UNKNOWN_RESET,
+    ),
+    (
+        State.FIRING,
+        _F,
+        NO_CLEAR,
+        (0, 90, 0, NO_TIME),
+        True,
+        (0, 60, 0, 0),
+        95,
+        60,
+        Signal.UNKNOWN_RESET,
+    ),
+    (State.FIRING, _F, NO_CLEAR, (0, 40, 0, NO_TIME), True, (0, 60, 0, 0), 40, 60, Signal.RESOLVE),
+    (
+        State.FIRING,
+        _F,
+        NO_CLEAR,
+        (0, NO_TIME, 0, NO_TIME),
+        True,
+        (0, 60, 0, 0),
+        40,
+        60,
+        Signal.CLEAR_START,
+    ),
+    (
+        State.FIRING,
+        True,
+        NO_CLEAR,
+        (0, 40, 0, NO_TIME),
+        True,
+        (0, 60, 0, 0),
+        40,
+        60,
+        Signal.CLEAR_RESET,
+    ),
+    (State.FIRING, True, _U, (0, NO_TIME, 0, NO_TIME), True, (0, 0, 0, 0), 40, 60, Signal.STALE),
+    (
+        State.FIRING,
+        True,
+        _F,
+        (0, NO_TIME, 0, NO_TIME),
+        True,
+        (0, 0, 0, 0),
+        40,
+        60,
+        Signal.UNKNOWN_RESET,
+    ),
+    (
+        State.FIRING,
+        _U,
+        NO_CLEAR,
+        (0, NO_TIME, 40, NO_TIME),
+        True,
+        (0, 0, 0, 60),
+        NO_TIME,
+        60,
+        Signal.REPEAT,
+    ),
+    (
+        State.FIRING,
+        _U,
+        NO_CLEAR,
+        (0, NO_TIME, 40, NO_TIME),
+        True,
+        (0, 0, 0, 60),
+        40,
+        60,
+        Signal.STALE,
+    ),
+    (
+        State.FIRING,
+        True,
+        NO_CLEAR,
+        (0, NO_TIME, 40, NO_TIME),
+        True,
+        (0, 0, 0, 60),
+        40,
+        60,
+        Signal.REPEAT,
+    ),
+    (
+        State.PENDING,
+        _U,
+        NO_CLEAR,
+        (40, NO_TIME, NO_TIME, NO_TIME),
+        False,
+        (60, 0, 0, 0),
+        NO_TIME,
+        60,
+        Signal.DROP,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    (
+        "state",
+        "when",
+        "clear",
+        "timers",
+        "notified",
+        "layer_settings",
+        "unknown_since",
+        "stale_after",
+        "expected",
+    ),
+    STALE_GUARD_CASES,
+)
+def test_the_guard_decides_the_stale_signals(
+    state: State,
+    when: bool | None,
+    clear: bool | str | None,
+    timers: tuple[int, int, int, int],
+    notified: bool,
+    layer_settings: tuple[int, int, int, int],
+    unknown_since: int,
+    stale_after: int,
+    expected: Signal,
+) -> None:
+    # At time 100.
+    when_true, when_false = _truth(when)
+    clear_true, clear_false = _truth(None if clear == NO_CLEAR else clear)  # type: ignore[arg-type]
+    got = machine._guard(
+        int(state),
+        when_true,
+        when_false,
+        clear_true,
+        clear_false,
+        *timers,
+        notified,
+        100,
+        *layer_settings,
+        clear != NO_CLEAR,
+        unknown_since,
+        stale_after,
+    )
+    assert Signal(got) == expected
+
+
 @pytest.mark.parametrize(
     ("state", "when", "clear", "timers", "notified", "layer_settings", "expected"), GUARD_CASES
 )
@@ -492,6 +777,8 @@ def test_the_guard_decides_each_signal(
         100,
         *layer_settings,
         clear != NO_CLEAR,
+        NO_TIME,  # unknown_since: the clear decision was known
+        0,  # stale_after: off
     )
     assert Signal(got) == expected
 
@@ -635,6 +922,7 @@ class RefLayer:
     repeat_interval: int = 0
     clear_when: bool = False
     inhibit_lower: bool = False
+    stale_after: int = 0
 
 
 @dataclass
@@ -647,6 +935,7 @@ class RefCell:
     last_notified: int | None = None
     cooldown_until: int | None = None
     notified: bool = False
+    unknown_since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -750,6 +1039,15 @@ class Reference:
                 return "firing", False
             return None, False
         clear = clear_when if spec.clear_when else (None if when is None else not when)
+        if clear is None and spec.stale_after > 0:  # rule 4a
+            if cell.unknown_since is None:
+                cell.unknown_since = time
+            elif time - cell.unknown_since >= spec.stale_after:
+                cell.state, cell.clear_since, cell.unknown_since = "inactive", None, None
+                cell.cooldown_until = time + spec.cooldown
+                return "resolved", False
+        elif clear is not None:
+            cell.unknown_since = None
         if clear is True:
             if cell.clear_since is None:
                 cell.clear_since = time
@@ -782,6 +1080,7 @@ ref_layers = st.lists(
         repeat_interval=st.sampled_from([0, 120, 180]),
         clear_when=st.booleans(),
         inhibit_lower=st.booleans(),
+        stale_after=st.sampled_from([0, 0, 60, 120]),
     ),
     min_size=1,
     max_size=3,
@@ -818,6 +1117,7 @@ def engine_of(layers: Sequence[RefLayer], n_pools: int) -> LayerEngine:
             cooldown=spec.cooldown,
             repeat_interval=spec.repeat_interval,
             inhibit_lower=spec.inhibit_lower,
+            stale_after=spec.stale_after,
         )
         for li, spec in enumerate(layers)
     ]
@@ -956,7 +1256,7 @@ def test_save_restore_of_a_subset_of_rows_gives_the_same_continuation(
     b.set_state(pickle.loads(pickle.dumps(a.get_state())), np.array(subset_rows, dtype=np.int64))
     restored = b.get_state()
     others = [row for row in range(n_pools) if row not in subset_rows]
-    for name in ("state", "since", "clear_since", "last_notified", "cooldown_until", "notified"):
+    for name in LayerEngine._ARRAYS:
         assert np.array_equal(restored[name][:, others], own[name][:, others]), name
         assert np.array_equal(restored[name][:, subset_rows], a.get_state()[name][:, subset_rows])
     for i, truths in enumerate(steps[cut:], start=cut):
@@ -969,7 +1269,7 @@ def test_save_restore_of_a_subset_of_rows_gives_the_same_continuation(
         got = b.evaluate(time, np.array(rows, dtype=np.int64), feats)
         want = a.evaluate(time, np.array(rows, dtype=np.int64), feats)
         assert got == want
-    for name in ("state", "since", "clear_since", "last_notified", "cooldown_until", "notified"):
+    for name in LayerEngine._ARRAYS:
         assert np.array_equal(
             b.get_state()[name][:, subset_rows], a.get_state()[name][:, subset_rows]
         )

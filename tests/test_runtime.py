@@ -58,10 +58,21 @@ async def test_the_run_hands_its_own_objects_to_the_plugins(run: Run) -> None:
     assert isinstance(run.homeassistant, HomeAssistantDiscovery)
     assert run.homeassistant.runtime is runtime
     assert runtime.health() == {
+        "status": "ok",  # a chain is stale only after stale_after without a head
+        "problems": [],
         "version": __version__,
         "started_at": "2026-01-01T00:00:00Z",
         "mqtt_connected": False,
-        "chains": {"ethereum": {"head": 0, "processed": -1, "error": None}},
+        "chains": {
+            "ethereum": {
+                "head": 0,
+                "processed": -1,
+                "error": None,
+                "stale": False,
+                "last_poll": None,
+                "last_new_head": None,
+            }
+        },
         "outbox_depth": 0,
     }
 

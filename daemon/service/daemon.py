@@ -51,6 +51,7 @@ from daemon import __version__, logs
 from daemon.config import ChainConfig, Config, ConfigError, load_config
 from daemon.errors import UserError
 from daemon.service import homeassistant, silences
+from daemon.service.health import ChainLiveness
 from daemon.service.http import start_http
 from daemon.service.jobs import LoopScheduler
 from daemon.service.layerstate import (
@@ -115,6 +116,7 @@ class _ChainRuntime:
     telemetry_at: dict[str, float] = field(default_factory=dict)
     tick: asyncio.Event = field(default_factory=asyncio.Event)
     tick_seconds: float = 2.0
+    liveness: ChainLiveness = field(default_factory=lambda: ChainLiveness(60, time.time()))
 
 
 def _pin_malloc_mmap_threshold() -> None:
@@ -389,7 +391,8 @@ class Run:
             on_degraded=self._on_degraded,
         )
         rows = {p.address: self.pipeline.row_of[PoolId(chain.name, p.address)] for p in pools}
-        return _ChainRuntime(cfg=chain, adapter=adapter, rows=rows)
+        liveness = ChainLiveness(chain.stale_seconds, time.time())
+        return _ChainRuntime(cfg=chain, adapter=adapter, rows=rows, liveness=liveness)
 
     def _rpc_error_hook(self, chain: str) -> Callable[[str, str], None]:
         def hook(endpoint: str, kind: str) -> None:
@@ -437,6 +440,7 @@ class Run:
                         self._on_block(rt, item)
                 if rt.processed >= 0:
                     self.metrics.block_lag.labels(chain=name).set(max(0, head - rt.processed))
+                self._polled(rt, head)
                 backoff = 0.5
                 if rt.last_error:
                     log.info("chain recovered", chain=name, endpoint=rt.adapter.rpc.current_label)
@@ -469,6 +473,13 @@ class Run:
         finally:
             for w in waiters:
                 w.cancel()
+
+    def _polled(self, rt: _ChainRuntime, head: int) -> None:
+        """A successful poll: the liveness the health check and the metrics report."""
+        rt.liveness.polled(head, time.time())
+        labels = {"chain": rt.cfg.name}
+        self.metrics.last_poll_time.labels(**labels).set(rt.liveness.last_poll or 0)
+        self.metrics.last_head_time.labels(**labels).set(rt.liveness.last_new_head or 0)
 
     def _chain_error(self, rt: _ChainRuntime, exc: Exception) -> None:
         text = str(exc)
@@ -805,13 +816,32 @@ class Run:
     # -- introspection for the HTTP endpoint ------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        now = time.time()
+        problems = [
+            line
+            for name, rt in self.chains.items()
+            if (line := rt.liveness.problem(name, now)) is not None
+        ]
         return {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "version": __version__,
             "started_at": self.started_at,
             "mqtt_connected": self.publisher.connected.is_set(),
-            "chains": {
-                n: {"head": rt.head, "processed": rt.processed, "error": rt.last_error or None}
-                for n, rt in self.chains.items()
-            },
+            "chains": {n: self._chain_health(rt, now) for n, rt in self.chains.items()},
             "outbox_depth": self.store.depth(),
+        }
+
+    @staticmethod
+    def _chain_health(rt: _ChainRuntime, now: float) -> dict[str, Any]:
+        live = rt.liveness
+        return {
+            "head": rt.head,
+            "processed": rt.processed,
+            "error": rt.last_error or None,
+            "stale": live.stale(now),
+            "last_poll": iso_utc(int(live.last_poll)) if live.last_poll is not None else None,
+            "last_new_head": (
+                iso_utc(int(live.last_new_head)) if live.last_new_head is not None else None
+            ),
         }

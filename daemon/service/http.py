@@ -37,8 +37,11 @@ async def start_http(cfg: HttpConfig, runtime: Runtime) -> tuple[web.AppRunner, 
         )
 
     async def healthz(_: web.Request) -> web.Response:
-        body = json.dumps(runtime.health()).encode()
-        return web.Response(body=body, content_type="application/json")
+        health = runtime.health()
+        # 503 while degraded (a stale chain), so a plain HTTP check sees it too.
+        status = 503 if health.get("status") == "degraded" else 200
+        body = json.dumps(health).encode()
+        return web.Response(body=body, status=status, content_type="application/json")
 
     async def dashboard_config(_: web.Request) -> web.Response:
         mqtt = runtime.mqtt

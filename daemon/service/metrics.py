@@ -24,6 +24,18 @@ class Metrics:
             registry=r,
         )
         self.last_block = Gauge("alvh_last_block", "Last processed block", ["chain"], registry=r)
+        self.last_poll_time = Gauge(
+            "alvh_last_poll_timestamp_seconds",
+            "Unix time of the last successful poll of a chain",
+            ["chain"],
+            registry=r,
+        )
+        self.last_head_time = Gauge(
+            "alvh_last_head_timestamp_seconds",
+            "Unix time at which the chain's current head was first seen",
+            ["chain"],
+            registry=r,
+        )
         self.reorgs = Counter("alvh_reorgs", "Chain reorganisations handled", ["chain"], registry=r)
         self.outbox_depth = Gauge(
             "alvh_outbox_depth", "Alert events waiting for the broker", registry=r

@@ -11,17 +11,37 @@ What this module guarantees:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from rules.features.proxies import bars_in
 from rules.types import FEATURE_NAMES
 
-__all__ = ["ENGINE_FEATURES", "FeatureParams"]
+__all__ = ["ENGINE_FEATURES", "FIXED_WINDOWS", "FeatureParams"]
 
 #: Every feature the engine computes: all of FEATURE_NAMES except the calendar's
 #: ``threshold_scale``, which the rules engine supplies.
 ENGINE_FEATURES: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n != "threshold_scale")
+
+#: Features that look back a fixed time (seconds) whatever the bar interval, through
+#: ``bars_in`` (at least one bar): on bars longer than that time they would measure
+#: something else than their name says (a "1h" drain over one daily bar), so a layer may
+#: not use them there (:meth:`FeatureParams.window`; the config refuses it). ``mev_score``
+#: looks back ``mev_window``; ``iv`` and ``tvl_volume_ratio`` are built on ``volume_24h``.
+FIXED_WINDOWS: Mapping[str, int] = MappingProxyType(
+    {
+        "move_sigma_1h": 3600,
+        "tvl_drain_1h": 3600,
+        "move_sigma_4h": 4 * 3600,
+        "move_sigma_24h": 86400,
+        "drawdown_24h": 86400,
+        "volume_24h": 86400,
+        "tvl_volume_ratio": 86400,
+        "iv": 86400,
+    }
+)
 
 
 def _positive_int(name: str, value: object, minimum: int = 1) -> None:
@@ -78,6 +98,13 @@ class FeatureParams:
     @property
     def mev_bars(self) -> int:
         return bars_in(self.mev_window, self.bar_interval)
+
+    def window(self, name: str) -> int | None:
+        """The time (seconds) feature ``name`` looks back, when it is a fixed time rather
+        than a number of bars (None); see :data:`FIXED_WINDOWS`."""
+        if name == "mev_score":
+            return self.mev_window
+        return FIXED_WINDOWS.get(name)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FeatureParams.__slots__}

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from rules.durations import format_duration
 from rules.expr import Expr, truths
 from rules.hedge.advice import HedgeSpec
 from rules.layers import machine
@@ -40,6 +41,7 @@ from rules.layers.machine import (
     EV_SIGNAL,
     EV_SINCE,
     EV_STATE,
+    EV_UNKNOWN_SINCE,
     EVENT_COLUMNS,
     EVENT_KINDS,
     NO_TIME,
@@ -51,6 +53,7 @@ from rules.layers.machine import (
     Signal,
     State,
 )
+from rules.types import FEATURE_NAMES
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -71,8 +74,13 @@ __all__ = [
 # about a microsecond each, and a busy step has tens of transitions.
 _STATE_OF: tuple[State, ...] = tuple(State)
 _REPEAT = int(Signal.REPEAT)
+_STALE = int(Signal.STALE)
 _WHEN_TRUE, _WHEN_FALSE, _CLEAR_TRUE, _CLEAR_FALSE = range(len(TRUTHS))
 _FIRING = int(State.FIRING)
+
+
+def _name_order(name: str) -> int:
+    return FEATURE_NAMES.index(name) if name in FEATURE_NAMES else len(FEATURE_NAMES)
 
 
 def _loop_ints(values: NDArray[Any]) -> NDArray[np.int64]:
@@ -92,7 +100,9 @@ def _name(kind: type[State] | type[Signal], value: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LayerSpec:
-    """One configured layer. Durations are seconds; 0 disables ``repeat_interval``."""
+    """One configured layer. Durations are seconds; 0 disables ``repeat_interval`` and
+    ``stale_after`` (the config gives every layer a ``stale_after``, see
+    :mod:`daemon.config`)."""
 
     name: str
     level: int
@@ -104,6 +114,7 @@ class LayerSpec:
     repeat_interval: int = 0
     inhibit_lower: bool = False
     hedge: HedgeSpec | None = None
+    stale_after: int = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -115,6 +126,7 @@ class LayerSpec:
             ("keep_firing_for", self.keep_firing_for),
             ("cooldown", self.cooldown),
             ("repeat_interval", self.repeat_interval),
+            ("stale_after", self.stale_after),
         ):
             if value < 0:
                 raise ValueError(f"layer {self.name}: {field} must be >= 0, got {value}")
@@ -176,6 +188,14 @@ class LayerEngine:
         ]
         # A resolved event's reason without clear_when; rendering the rule costs ~10 us.
         self._no_longer_true = tuple(f"no longer true: {spec.when}" for spec in self.layers)
+        # The inputs of each layer's clear decision, in FEATURE_NAMES order (stale reasons).
+        self._clear_inputs = tuple(
+            sorted(
+                (spec.clear_when if spec.clear_when is not None else spec.when).names,
+                key=_name_order,
+            )
+            for spec in self.layers
+        )
         # Buffers of the one-step path, reused: its per-call cost is what a daemon
         # following a few pools pays at every block.
         self._live_events = np.empty(
@@ -219,6 +239,12 @@ class LayerEngine:
     def cooldown_until(self) -> NDArray[np.int64]:
         """Until when a resolved layer stays inactive."""
         plane: NDArray[np.int64] = self._timers[3]
+        return plane
+
+    @property
+    def unknown_since(self) -> NDArray[np.int64]:
+        """When the clear decision of a firing layer became unknown (``NO_TIME``: known)."""
+        plane: NDArray[np.int64] = self._timers[4]
         return plane
 
     @property
@@ -448,6 +474,8 @@ class LayerEngine:
             reason = self.layers[li].when.explain(features, column)
             if event[EV_RELEASED]:
                 reason += f" (no longer inhibited by {self.layers[inhibitor].name})"
+        elif event[EV_SIGNAL] == _STALE:
+            reason = self._stale_reason(li, time - int(event[EV_UNKNOWN_SINCE]), features, column)
         else:
             spec = self.layers[li]
             reason = (
@@ -473,9 +501,31 @@ class LayerEngine:
             uninhibited=released,
         )
 
+    def _stale_reason(
+        self, li: int, held: int, features: Mapping[str, NDArray[np.float64]], column: int
+    ) -> str:
+        """The reason of a stale resolve (machine rule 4a): how long, and which inputs."""
+        missing = [
+            name
+            for name in self._clear_inputs[li]
+            if name in features and np.isnan(features[name][column])
+        ]
+        text = f"inputs unknown for {format_duration(held)}"
+        return f"{text}: {', '.join(missing)}" if missing else text
+
     # -- state ---------------------------------------------------------------
 
-    _ARRAYS = ("state", "since", "clear_since", "last_notified", "cooldown_until", "notified")
+    _ARRAYS = (
+        "state",
+        "since",
+        "clear_since",
+        "last_notified",
+        "cooldown_until",
+        "notified",
+        "unknown_since",
+    )
+    #: Arrays a state saved by an older version may lack, and what they start as.
+    _ADDED: tuple[tuple[str, int], ...] = (("unknown_since", NO_TIME),)
 
     def get_state(self) -> dict[str, Any]:
         """A deep copy of the whole state, bit-exact, picklable."""
@@ -509,6 +559,15 @@ class LayerEngine:
                 continue
             src = names.index(spec.name)
             for attr in self._ARRAYS:
+                added = dict(self._ADDED)
+                if attr not in state and attr in added:
+                    # An older checkpoint: this timer was not kept yet, it starts unset.
+                    target = getattr(self, attr)
+                    if rows is None:
+                        target[li] = added[attr]
+                    else:
+                        target[li, rows] = added[attr]
+                    continue
                 saved = np.asarray(state[attr])
                 if source_rows is None and saved.shape[1] != self.n_pools:
                     raise ValueError(

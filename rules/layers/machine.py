@@ -17,7 +17,16 @@ Rules this module keeps (everything that affects the state machine lives here):
    ``when`` being *false*. Only a known "not clear" restarts that count.
 4. Three-valued logic: a comparison on a NaN feature is unknown. Unknown never
    fires and never clears, so missing data (warm-up, a failed read) cannot resolve
-   an alert by itself. A pool that was not sampled is simply not evaluated.
+   an alert by itself (4a bounds how long it can hold one). A pool that was not
+   sampled is simply not evaluated.
+4a. Staleness (Prometheus resolves a series that goes stale): a firing layer whose
+   clear decision (the clear condition and its negation) has been *unknown* at every
+   evaluation for ``stale_after`` resolves (a ``STALE`` move, a *resolved* event whose
+   reason says the inputs were unknown for how long). The count starts at the first
+   evaluation where the decision is unknown and any evaluation where it is known (true
+   or false) stops it, so one missed sample never resolves; ``stale_after = 0`` turns
+   the rule off. Time, not samples: pools not evaluated (a stalled chain) do not count
+   down, the daemon's health reports those.
 5. Hysteresis comes from ``clear_when`` (a band: fire at ``|move_sigma| >= 2``,
    clear at ``< 0.5``) and ``keep_firing_for`` (time); ``cooldown`` holds a resolved
    layer inactive for that long; ``repeat_interval`` re-notifies a still-firing layer
@@ -33,7 +42,7 @@ Rules this module keeps (everything that affects the state machine lives here):
    nothing else.
 
 Where each rule lives: :func:`_guard` decides the signal of one (layer, pool) from its
-state, the truths and its timers (3-5), :func:`_release_guard` the release (6, which
+state, the truths and its timers (3-5, 4a), :func:`_release_guard` the release (6, which
 needs the other layers' new states); :data:`TRANSITIONS` maps (state, signal) to the
 next state and the event, handed to the loop as the :data:`_NEXT` and :data:`_EVENT`
 arrays (2); :func:`_act` applies a move's timer and notification updates; :func:`steps`
@@ -87,6 +96,9 @@ class Signal(IntEnum):
     RESOLVE = 6  # firing, the clear condition held for keep_firing_for
     REPEAT = 7  # firing, repeat_interval passed since the last notification
     RELEASE = 8  # firing, unnotified, and the inhibition just ended
+    UNKNOWN_START = 9  # firing, the clear decision became unknown (the stale count starts)
+    UNKNOWN_RESET = 10  # firing, the clear decision is known again (the count stops)
+    STALE = 11  # firing, the clear decision has been unknown for stale_after
 
 
 EventKind = Literal["firing", "resolved"]
@@ -105,6 +117,9 @@ TRANSITIONS: dict[tuple[State, Signal], tuple[State, EventKind | None]] = {
     (State.FIRING, Signal.RESOLVE): (State.INACTIVE, "resolved"),
     (State.FIRING, Signal.REPEAT): (State.FIRING, "firing"),
     (State.FIRING, Signal.RELEASE): (State.FIRING, "firing"),
+    (State.FIRING, Signal.UNKNOWN_START): (State.FIRING, None),
+    (State.FIRING, Signal.UNKNOWN_RESET): (State.FIRING, None),
+    (State.FIRING, Signal.STALE): (State.INACTIVE, "resolved"),
 }
 
 #: Event codes of the loop (the ``event`` column of :data:`EVENT_COLUMNS`) and their kinds.
@@ -126,7 +141,8 @@ _EVENT.flags.writeable = False
 #: code (0: a status-only change, pending or dropped, written only when statuses are
 #: asked for), ``released`` 1 for a firing notified because its inhibition ended (its
 #: ``inhibitor`` is the layer that inhibited it), ``since`` the since-time the transition
-#: reports (a resolved event: the firing's).
+#: reports (a resolved event: the firing's), ``unknown_since`` when the clear decision
+#: became unknown (a ``STALE`` resolve: how long it has been; else ``NO_TIME``).
 EVENT_COLUMNS = (
     "step",
     "layer",
@@ -140,6 +156,7 @@ EVENT_COLUMNS = (
     "released",
     "notify",
     "event",
+    "unknown_since",
 )
 (
     EV_STEP,
@@ -154,6 +171,7 @@ EVENT_COLUMNS = (
     EV_RELEASED,
     EV_NOTIFY,
     EV_EVENT,
+    EV_UNKNOWN_SINCE,
 ) = range(len(EVENT_COLUMNS))
 
 # Plain ints for the loop (numba compiles module-level ints in as constants).
@@ -166,14 +184,16 @@ _HOLD, _ACTIVATE, _FIRE, _DROP = (
 )
 _CLEAR_START, _CLEAR_RESET = int(Signal.CLEAR_START), int(Signal.CLEAR_RESET)
 _RESOLVE, _REPEAT, _RELEASE = int(Signal.RESOLVE), int(Signal.REPEAT), int(Signal.RELEASE)
+_UNKNOWN_START, _UNKNOWN_RESET = int(Signal.UNKNOWN_START), int(Signal.UNKNOWN_RESET)
+_STALE = int(Signal.STALE)
 # A state outside State (a corrupt restore) gets this signal, whose move is illegal.
 _INVALID = -1
 _N_STATES, _N_SIGNALS = len(State), len(Signal)
 _EVENT_NONE, _EVENT_FIRING, _EVENT_RESOLVED = range(len(EVENT_KINDS))
 
-#: Planes of the timers array ``(4, layers, pools)``.
-TIMERS = ("since", "clear_since", "last_notified", "cooldown_until")
-_SINCE, _CLEAR_SINCE, _LAST_NOTIFIED, _COOLDOWN_UNTIL = range(len(TIMERS))
+#: Planes of the timers array ``(5, layers, pools)``.
+TIMERS = ("since", "clear_since", "last_notified", "cooldown_until", "unknown_since")
+_SINCE, _CLEAR_SINCE, _LAST_NOTIFIED, _COOLDOWN_UNTIL, _UNKNOWN_SINCE = range(len(TIMERS))
 
 #: Planes of a step's truths ``(4, layers, columns)``: the layer's ``when`` and its
 #: ``clear_when`` (read only when the layer has one), each as true and false masks
@@ -181,7 +201,7 @@ _SINCE, _CLEAR_SINCE, _LAST_NOTIFIED, _COOLDOWN_UNTIL = range(len(TIMERS))
 TRUTHS = ("when_true", "when_false", "clear_true", "clear_false")
 _WHEN_TRUE, _WHEN_FALSE, _CLEAR_TRUE, _CLEAR_FALSE = range(len(TRUTHS))
 
-#: Columns of the per-layer settings ``(layers, 7)`` (durations in seconds).
+#: Columns of the per-layer settings ``(layers, 8)`` (durations in seconds).
 SETTINGS = (
     "level",
     "for",
@@ -190,6 +210,7 @@ SETTINGS = (
     "repeat_interval",
     "clear_when",
     "inhibit_lower",
+    "stale_after",
 )
 (
     _LEVEL,
@@ -199,6 +220,7 @@ SETTINGS = (
     _REPEAT_INTERVAL,
     _HAS_CLEAR_WHEN,
     _INHIBIT_LOWER,
+    _STALE_AFTER,
 ) = range(len(SETTINGS))
 
 
@@ -221,6 +243,8 @@ class _Layer(Protocol):
     def clear_when(self) -> object: ...
     @property
     def inhibit_lower(self) -> bool: ...
+    @property
+    def stale_after(self) -> int: ...
 
 
 def layer_settings(layers: Sequence[_Layer]) -> NDArray[np.int64]:
@@ -236,6 +260,7 @@ def layer_settings(layers: Sequence[_Layer]) -> NDArray[np.int64]:
                 layer.repeat_interval,
                 layer.clear_when is not None,
                 layer.inhibit_lower,
+                layer.stale_after,
             ]
             for layer in layers
         ],
@@ -272,6 +297,8 @@ def _guard(
     cooldown: int,
     repeat_interval: int,
     has_clear_when: bool,
+    unknown_since: int,
+    stale_after: int,
 ) -> int:
     """The signal of one (layer, pool) at ``time``, from its state, the truths of its
     conditions, its timers and its layer's settings: rules 3-5 of the module docstring,
@@ -291,16 +318,26 @@ def _guard(
     clear = clear_true if has_clear_when else when_false
     not_clear = clear_false if has_clear_when else when_true
     clearing = clear_since != NO_TIME
+    counting = unknown_since != NO_TIME  # the clear decision is unknown since then (4a)
     if clear:
         held = time - clear_since if clearing else 0
         if held >= keep_firing_for:
             return _RESOLVE
-        return _HOLD if clearing else _CLEAR_START
+        if not clearing:
+            return _CLEAR_START
+        return _UNKNOWN_RESET if counting else _HOLD
     # Only a known "not clear" restarts the count; unknown neither restarts nor resolves.
     if not_clear and clearing:
         return _CLEAR_RESET
+    unknown = not not_clear
+    if unknown and counting and stale_after > 0 and time - unknown_since >= stale_after:
+        return _STALE
     if repeat_interval > 0 and notified and time - last_notified >= repeat_interval:
-        return _REPEAT
+        return _REPEAT  # its action starts or stops the stale count as the decision says
+    if unknown and stale_after > 0 and not counting:
+        return _UNKNOWN_START
+    if not unknown and counting:
+        return _UNKNOWN_RESET
     return _HOLD
 
 
@@ -343,6 +380,15 @@ def _release_guard(
 
 
 @_inline
+def _known(truth: Any, t: int, li: int, c: Any, has_clear_when: bool) -> bool:
+    """Whether the clear decision of layer ``li`` in column ``c`` of step ``t`` is known
+    (the clear condition known true or known false; rule 4a)."""
+    if has_clear_when:
+        return bool(truth[t, _CLEAR_TRUE, li, c] or truth[t, _CLEAR_FALSE, li, c])
+    return bool(truth[t, _WHEN_TRUE, li, c] or truth[t, _WHEN_FALSE, li, c])
+
+
+@_inline
 def _move(next_state: Any, state: int, signal: int) -> int:
     """The next state of (``state``, ``signal``) in the table, -1 when illegal."""
     if state < 0 or state >= _N_STATES or signal < 0 or signal >= _N_SIGNALS:
@@ -362,14 +408,29 @@ def _act(
     p: int,
     time: int,
     inhibitor: int,
+    known: bool,
     timers: Any,
     notified: Any,
     settings: Any,
-) -> tuple[int, bool]:
+) -> tuple[int, bool, int]:
     """Apply the timer and notification updates of a move of layer ``li`` on pool ``p``
-    (``signal`` from ``previous``, carrying ``event``; ``inhibitor`` on the new states).
-    Returns the since-time the transition reports and whether its event is notified."""
+    (``signal`` from ``previous``, carrying ``event``; ``inhibitor`` on the new states;
+    ``known``: whether the clear decision of this evaluation is known). Returns the
+    since-time the transition reports, whether its event is notified, and when the
+    clear decision became unknown before this move (``NO_TIME``: it was known)."""
     since = timers[_SINCE, li, p]
+    unknown_since = timers[_UNKNOWN_SINCE, li, p]
+    if signal == _UNKNOWN_START or (
+        signal == _REPEAT
+        and not known
+        and unknown_since == NO_TIME
+        and settings[li, _STALE_AFTER] > 0
+    ):
+        timers[_UNKNOWN_SINCE, li, p] = time
+    elif (signal != _REPEAT or known) and signal != _RELEASE:
+        # Every other move is a known decision or leaves the firing state (a release is
+        # not a decision: it keeps the count).
+        timers[_UNKNOWN_SINCE, li, p] = NO_TIME
     if signal == _ACTIVATE or (signal == _FIRE and previous == _INACTIVE):
         since = time
         timers[_SINCE, li, p] = time
@@ -378,9 +439,11 @@ def _act(
         timers[_SINCE, li, p] = NO_TIME
     if signal == _CLEAR_START:
         timers[_CLEAR_SINCE, li, p] = time
-    elif signal == _CLEAR_RESET or signal == _FIRE or signal == _RESOLVE:  # noqa: PLR1714, SIM109 - plain compares compile to plain code
+    elif (
+        signal == _CLEAR_RESET or signal == _FIRE or signal == _RESOLVE or signal == _STALE  # noqa: PLR1714 - plain compares compile to plain code
+    ):
         timers[_CLEAR_SINCE, li, p] = NO_TIME
-    if signal == _RESOLVE:
+    if signal == _RESOLVE or signal == _STALE:  # noqa: PLR1714, SIM109 - as above
         timers[_COOLDOWN_UNTIL, li, p] = time + settings[li, _COOLDOWN]
         # The resolved event reports the firing's since; the inactive state has none.
         timers[_SINCE, li, p] = NO_TIME
@@ -394,7 +457,7 @@ def _act(
     elif event == _EVENT_RESOLVED:
         notify = notified[li, p]
         notified[li, p] = False
-    return since, notify
+    return since, notify, unknown_since
 
 
 # --------------------------------------------------------------------------- the loop
@@ -418,6 +481,7 @@ def _write(
     since: int,
     notify: bool,
     event: int,
+    unknown_since: int,
 ) -> int:
     """Write row ``n`` of the event table; returns ``n + 1``."""
     row = events[n]
@@ -426,13 +490,14 @@ def _write(
     row[EV_INHIBITOR], row[EV_SINCE] = inhibitor, since
     row[EV_RELEASED] = 1 if signal == _RELEASE else 0
     row[EV_NOTIFY], row[EV_EVENT] = 1 if notify else 0, event
+    row[EV_UNKNOWN_SINCE] = unknown_since if signal == _STALE else NO_TIME
     return n + 1
 
 
 @_inline
 def _refuse(events: Any, n: int, t: int, li: int, p: int, state: int, signal: int, why: int) -> int:
     """Describe a refused step in row ``n`` (see :func:`steps`); returns ``-1 - n``."""
-    _write(events, n, t, li, p, -1, state, -1, signal, -1, NO_TIME, False, why)
+    _write(events, n, t, li, p, -1, state, -1, signal, -1, NO_TIME, False, why, NO_TIME)
     return -1 - n
 
 
@@ -457,7 +522,7 @@ def steps(
 
     Step ``t`` evaluates the pools ``rows[offsets[t]:offsets[t + 1]]`` in that order, pool
     ``rows[k]`` reading its truths in column ``cols[k]`` of ``truth[t]`` (``(T, 4, L, C)``,
-    planes :data:`TRUTHS`). ``state`` ``(L, P)``, ``timers`` ``(4, L, P)`` (:data:`TIMERS`),
+    planes :data:`TRUTHS`). ``state`` ``(L, P)``, ``timers`` ``(5, L, P)`` (:data:`TIMERS`),
     ``notified`` ``(L, P)``: the machine's state. ``settings``: :func:`layer_settings`.
     ``next_state``/``event_of``: :data:`_NEXT`/:data:`_EVENT`.
 
@@ -500,6 +565,7 @@ def steps(
             for_, keep_firing_for = settings[li, _FOR], settings[li, _KEEP_FIRING_FOR]
             cooldown, repeat_interval = settings[li, _COOLDOWN], settings[li, _REPEAT_INTERVAL]
             has_clear_when = settings[li, _HAS_CLEAR_WHEN] != 0
+            stale_after = settings[li, _STALE_AFTER]
             for k in range(start, stop):
                 # Unsigned (rows were checked above): numba then skips the negative-index
                 # wraparound of every load below, a fifth of this loop's time. Indices
@@ -522,6 +588,8 @@ def steps(
                     cooldown,
                     repeat_interval,
                     has_clear_when,
+                    timers[_UNKNOWN_SINCE, li, p],
+                    stale_after,
                 )
                 signal[li, k - start] = sig
                 if sig != _HOLD:
@@ -556,15 +624,29 @@ def steps(
                     sig = signal[li, k - start]
                     if sig == _HOLD:
                         continue
-                    p, prev = rows[k], previous[li, a]
+                    p, prev, c = rows[k], previous[li, a], cols[k]
                     new, event = state[li, p], event_of[prev, sig]
                     inh = _inhibitor(li, p, state, settings) if event != _EVENT_NONE else -1
-                    since, notify = _act(
-                        sig, prev, event, li, p, time, inh, timers, notified, settings
+                    known = _known(truth, t, li, c, settings[li, _HAS_CLEAR_WHEN] != 0)
+                    since, notify, unknown_since = _act(
+                        sig, prev, event, li, p, time, inh, known, timers, notified, settings
                     )
                     if event != _EVENT_NONE or (statuses and new != prev):
                         n = _write(
-                            ev, n, t, li, p, cols[k], prev, new, sig, inh, since, notify, event
+                            ev,
+                            n,
+                            t,
+                            li,
+                            p,
+                            c,
+                            prev,
+                            new,
+                            sig,
+                            inh,
+                            since,
+                            notify,
+                            event,
+                            unknown_since,
                         )
             # Releases: lower layers still firing whose inhibitor just went away.
             for li in range(n_layers):
@@ -575,11 +657,13 @@ def steps(
                     if not _release_guard(li, p, sig, prev, inh, state, notified, settings):
                         continue
                     sig, new, event = _RELEASE, released_to, event_of[_FIRING, _RELEASE]
-                    since, notify = _act(
-                        sig, prev, event, li, p, time, -1, timers, notified, settings
+                    since, notify, _ = _act(
+                        sig, prev, event, li, p, time, -1, True, timers, notified, settings
                     )
                     state[li, p] = new
-                    n = _write(ev, n, t, li, p, cols[k], prev, new, sig, inh, since, notify, event)
+                    n = _write(
+                        ev, n, t, li, p, cols[k], prev, new, sig, inh, since, notify, event, NO_TIME
+                    )
         if states_out.shape[0]:
             states_out[t] = state
     return n
