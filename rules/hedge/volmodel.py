@@ -195,6 +195,13 @@ class VolModel:
         iv = atm + self.put_skew * max(-x, 0.0) + self.call_skew * max(x, 0.0)
         return min(max(iv, self.floor), self.cap_ratio * atm)
 
+    def mid(
+        self, kind: OptionKind, rv_short: float, spot: float, strike: float, years: float
+    ) -> float:
+        """The mark of one option per unit (one Black-Scholes call: the per-bar path)."""
+        iv = self.implied_vol(rv_short, spot, strike, years)
+        return black_scholes(kind, spot, strike, years, iv).price
+
     def quote(
         self, kind: OptionKind, rv_short: float, spot: float, strike: float, years: float
     ) -> OptionQuote:
