@@ -227,16 +227,22 @@ def test_a_feature_looking_back_less_than_a_bar_is_refused(
     assert main(["check-config", str(daily)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"alvh: {daily}: layers[2].when: layer 'L3' uses tvl_drain_1h, which looks back 1h, "
-        "less than one bar (bars.interval = 1d): use shorter bars or a feature with a "
-        "window of at least one bar",
-        f"alvh: {daily}: layers[2].when: layer 'L3' uses mev_score, which looks back 1h "
-        "(features.mev_window), less than one bar (bars.interval = 1d): use shorter bars or "
-        "a feature with a window of at least one bar",
+        f"alvh: {daily}: layers[{i}].{key}: layer 'L{i + 1}' uses {name}, which looks back "
+        f"{window}{setting}, less than one bar (bars.interval = 1d): use shorter bars or a "
+        "feature with a window of at least one bar"
+        for i, key, name, window, setting in (
+            (0, "clear_when", "move_sigma_1h", "1h", ""),
+            (1, "clear_when", "move_sigma_4h", "4h", ""),
+            (2, "when", "tvl_drain_1h", "1h", ""),
+            (2, "when", "mev_score", "1h", " (features.mev_window)"),
+        )
     ]
     # The same file with windows of at least a bar loads; so do hourly bars (equal windows).
-    fixed = text.replace("tvl_drain_1h >= 0.2", "drawdown_24h >= 0.2").replace(
-        "[bars]", '[features]\nmev_window = "1d"\n\n[bars]'
+    fixed = (
+        text.replace("tvl_drain_1h >= 0.2", "drawdown_24h >= 0.2")
+        .replace("move_sigma_1h > 0.5", "move_sigma > 0.5")
+        .replace("move_sigma_4h > 1", "move_sigma > 1")
+        .replace("[bars]", '[features]\nmev_window = "1d"\n\n[bars]')
     )
     daily.write_text(fixed)
     assert main(["check-config", str(daily)]) == 0
