@@ -588,6 +588,21 @@ class Run:
                 self.metrics.outbox_dropped.inc(self.store.dropped - before)
                 log.error("outbox full, oldest alerts dropped", dropped=self.store.dropped - before)
             self.publisher.notify()
+        self._count_and_log(alerts)
+        for a in suppressed:
+            self.metrics.alerts_suppressed.labels(layer=a.layer, why="inhibited").inc()
+        self.book.published(alerts)
+        if snapshot:
+            layers = self.book.snapshot(layers, self._who)
+        else:
+            layers = self.book.transitions(layers, self._who)
+        for status in layers:
+            self.publisher.retain(status.topic_suffix, status.to_payload())
+        if layers:
+            self._update_firing_gauges()
+
+    def _count_and_log(self, alerts: Sequence[Alert]) -> None:
+        """Count published alerts in the metrics and log one line each."""
         for a in alerts:
             self.metrics.alerts.labels(layer=a.layer, event=a.event).inc()
             log.info(
@@ -600,17 +615,6 @@ class Run:
                 id=a.id,
                 reason=a.reason,
             )
-        for a in suppressed:
-            self.metrics.alerts_suppressed.labels(layer=a.layer, why="inhibited").inc()
-        self.book.published(alerts)
-        if snapshot:
-            layers = self.book.snapshot(layers, self._who)
-        else:
-            layers = self.book.transitions(layers, self._who)
-        for status in layers:
-            self.publisher.retain(status.topic_suffix, status.to_payload())
-        if layers:
-            self._update_firing_gauges()
 
     def _update_firing_gauges(self) -> None:
         engine = self.pipeline.engine
@@ -728,18 +732,7 @@ class Run:
             self.store.commit(queued, kv=[(OWNERSHIP_KEY, self._ownership.to_state())])
         for topic in sorted(removed):
             self.publisher.retain_abs(topic, None)
-        for a in resolved:
-            self.metrics.alerts.labels(layer=a.layer, event=a.event).inc()
-            log.info(
-                "alert",
-                kind=a.event,
-                chain=a.chain,
-                pool=a.pool,
-                layer=a.layer,
-                block=a.block,
-                id=a.id,
-                reason=a.reason,
-            )
+        self._count_and_log(resolved)
         if removed:
             log.info(
                 "retained topics of removed pools and layers cleared",
